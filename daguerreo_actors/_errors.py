@@ -1,0 +1,71 @@
+"""Errors raised for bad tasks.
+
+Validation never stops at the first problem: it collects every
+:class:`TaskError` and raises one :class:`InvalidTasksError` carrying them
+all, so a user fixes a task list in one round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+#: Every error code validation can report.
+ERROR_CODES: frozenset[str] = frozenset(
+    {
+        "invalid-task",
+        "invalid-field",
+        "duplicate-name",
+        "missing-dependencies",
+        "continue-on-failure-with-dependents",
+        "dependency-cycle",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskError:
+    """One problem found in a task list.
+
+    ``code`` is one of :data:`ERROR_CODES`, ``task`` the name of the task it
+    concerns (None when the task has no usable name), ``message`` a sentence
+    for a person.
+    """
+
+    code: str
+    task: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = "" if self.task is None else f"task {self.task!r}: "
+        return f"[{self.code}] {where}{self.message}"
+
+
+class InvalidTasksError(ValueError):
+    """The task list (or one task) is invalid; ``errors`` lists every problem."""
+
+    errors: list[TaskError]
+
+    def __init__(self, errors: Iterable[TaskError]) -> None:
+        self.errors = list(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        n = len(self.errors)
+        head = f"{n} error{'' if n == 1 else 's'} in tasks:"
+        lines = [head]
+        for error in self.errors:
+            text = str(error).replace("\n", "\n    ")
+            lines.append(f"  - {text}")
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[type[InvalidTasksError], tuple[list[TaskError]]]:
+        return (type(self), (self.errors,))
+
+
+class InternalError(RuntimeError):
+    """A bug inside daguerreo_actors itself, not in the user's tasks.
+
+    A job that hits one ends FAILED with this as its ``exception``; please
+    report it with the chained cause.
+    """

@@ -1,0 +1,47 @@
+"""The events a job reports to its listeners.
+
+The JobActor builds these only when the job has listeners, from the
+transitions its scheduler core recorded while handling one message, and
+sends them to every listener's proxy actor as one :class:`EventBatch`. The
+objects are frozen and shared between listeners, never copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Union
+
+from daguerreo_actors._states import JobState, TaskState
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task changed state.
+
+    ``attempt`` counts the attempts started so far, including the one a
+    RUNNING event starts. ``result`` holds the task's output on COMPLETED and
+    the offending value on INVALID_RESULT; ``exception`` the exception on
+    EXCEPTION (and on FAILED after an exception).
+    """
+
+    job_id: str
+    task: str
+    old_state: TaskState
+    new_state: TaskState
+    attempt: int
+    timestamp: float
+    result: Any = None
+    exception: BaseException | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobEvent:
+    """The job changed state."""
+
+    job_id: str
+    old_state: JobState
+    new_state: JobState
+    timestamp: float
+
+
+Event = Union[TaskEvent, JobEvent]

@@ -1,0 +1,186 @@
+"""What the caller holds: the :class:`Job` future and its :class:`JobResult`.
+
+The JobActor is the only writer of a job's state; the :class:`Job` object
+is shared between it and the caller's threads, so the few things both sides
+touch go through one lock:
+
+- the *end claim*: the first of the JobActor (completing, failing, timing
+  out) and :meth:`Job.cancel` to claim the end decides the final state.
+  ``cancel()`` returns True exactly when its claim won;
+- done callbacks, used by ``await job``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from daguerreo_actors._messages import CancelJob
+from daguerreo_actors._states import JobState, TaskState
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: How long ``cancel()`` waits for the JobActor to carry a cancel out. It
+#: never runs user code, so this is only reached if the engine is broken.
+CANCEL_WAIT = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobResult:
+    """The outcome of a job.
+
+    ``ctx`` is the initial ctx updated with the outputs of the tasks that
+    completed, in completion order. The four failure fields are None unless
+    ``state`` is FAILED: ``failed_task`` names the task that failed the job,
+    ``failure_reason`` says how (EXCEPTION, TIMED_OUT or INVALID_RESULT),
+    ``exception`` is the very exception its last attempt raised (None if
+    that attempt timed out), ``invalid_result`` the non-mapping it returned.
+    """
+
+    state: JobState
+    ctx: dict[Any, Any]
+    task_states: Mapping[str, TaskState]
+    attempts: Mapping[str, int]
+    failed_task: str | None = None
+    failure_reason: TaskState | None = None
+    exception: BaseException | None = None
+    invalid_result: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the job COMPLETED."""
+        return self.state is JobState.COMPLETED
+
+
+class Job(pykka.ThreadingFuture[JobResult]):
+    """A running (or finished) job; ``get()`` returns its :class:`JobResult`.
+
+    ``get(timeout=None)`` raises ``pykka.Timeout`` if the job is not done in
+    time; ``await job`` works in asyncio code without blocking the loop.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self._id = job_id
+        self._state = JobState.IDLE
+        self._lock = threading.Lock()
+        self._end_claim: JobState | None = None
+        self._done = False
+        self._callbacks: list[Callable[[], None]] = []
+        self._actor_ref: pykka.ActorRef[Any] | None = None
+        self._listeners_done: Sequence[threading.Event] = ()
+
+    def __repr__(self) -> str:
+        return f"<Job {self._id} {self._state.value}>"
+
+    @property
+    def id(self) -> str:
+        """The job's unique id."""
+        return self._id
+
+    @property
+    def state(self) -> JobState:
+        """The job's current state."""
+        return self._state
+
+    def done(self) -> bool:
+        """True once the job has ended and its result is available."""
+        return self._done
+
+    def cancel(self) -> bool:
+        """Cancel the job; True if this call ended it, False if it had ended.
+
+        Tasks that have not started are SKIPPED; running ones are CANCELLED
+        and their ``is_active()`` turns False (their threads are not killed;
+        whatever they return later is discarded). A second cancel is a no-op.
+        """
+        with self._lock:
+            if self._end_claim is not None:
+                return False
+            self._end_claim = JobState.CANCELLED
+        ref = self._actor_ref
+        if ref is not None:
+            try:
+                ref.tell(CancelJob())
+            except pykka.ActorDeadError:
+                pass
+        try:
+            self.get(timeout=CANCEL_WAIT)
+        except pykka.Timeout:  # pragma: no cover - only with a broken engine
+            pass
+        return True
+
+    def wait_for_listeners(self, timeout: float | None = None) -> bool:
+        """Wait until every listener has consumed all of this job's events.
+
+        ``get()`` never waits for listeners (a slow listener delays nobody
+        but itself); call this when you need their side effects. Returns
+        False if ``timeout`` seconds passed first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for event in self._listeners_done:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not event.wait(remaining):
+                return False
+        return True
+
+    def __await__(self) -> Generator[Any, None, JobResult]:
+        # pykka's Future.__await__ blocks the event loop in get(); wake the
+        # awaiting task from the JobActor's thread instead.
+        if not self._done:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            def callback() -> None:
+                try:
+                    loop.call_soon_threadsafe(wake)
+                except RuntimeError:  # the loop was closed meanwhile
+                    pass
+
+            self._add_done_callback(callback)
+            yield from waiter.__await__()
+        result: JobResult = self.get(timeout=0)
+        return result
+
+    # -- used by the JobActor ------------------------------------------------
+
+    def _claim_end(self, state: JobState) -> JobState:
+        with self._lock:
+            if self._end_claim is None:
+                self._end_claim = state
+            return self._end_claim
+
+    def _set_state(self, state: JobState) -> None:
+        self._state = state
+
+    def _resolve(self, result: JobResult) -> None:
+        self._state = result.state
+        self.set(result)
+        with self._lock:
+            self._done = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def _add_done_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
+def cancel(job: Job) -> bool:
+    """Cancel ``job``; the same as ``job.cancel()``."""
+    return job.cancel()

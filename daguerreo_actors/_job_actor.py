@@ -1,0 +1,376 @@
+"""The JobActor: the actor shell around one job's :class:`Scheduler`.
+
+A pykka ThreadingActor (daemon thread), one per job. It owns the job's
+state machine (the scheduler core), and it is the only actor that changes
+it. On start it spawns its Supervisor and one ListenerProxy per listener,
+then feeds the core every message it receives and carries out what the core
+decided:
+
+- nodes the core moved READY -> RUNNING: create (or, after an exception,
+  reuse) the node's TaskActor, ``tell`` it ``RunAttempt`` with the ctx
+  snapshot, and for a task with a timeout arm its deadline in the supervisor;
+- a node the core finished: stop its TaskActor; on a timeout, abandon it
+  (its ``is_active()`` turns False) so a retry gets a fresh one;
+- the transitions the core recorded: turn them into structlog entries and,
+  if anyone listens, into events sent as one ``EventBatch`` per proxy;
+- the end of the job: abandon every running attempt, send the last events,
+  stop the proxies behind them and the supervisor, resolve the ``Job``
+  future, stop itself.
+
+Messages in: ``Succeeded`` / ``ReturnedInvalid`` (TaskActors),
+``RetryDecision``, ``DeadlinePassed``, ``JobDeadlinePassed``,
+``InternalFailure`` (Supervisor), ``CancelJob`` (``Job.cancel``). It only
+ever ``tell``s; it never waits on another actor. Any error of its own ends
+the job FAILED with an :class:`InternalError`, never a hang.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import pykka
+
+from daguerreo_actors._errors import InternalError
+from daguerreo_actors._events import Event, JobEvent, TaskEvent
+from daguerreo_actors._graph import Graph
+from daguerreo_actors._job import Job, JobResult
+from daguerreo_actors._listeners import Listener, ListenerProxy
+from daguerreo_actors._logging import TransitionLog
+from daguerreo_actors._messages import (
+    ArmDeadline,
+    CancelJob,
+    DeadlinePassed,
+    EventBatch,
+    InternalFailure,
+    JobDeadlinePassed,
+    RetryDecision,
+    ReturnedInvalid,
+    RunAttempt,
+    Succeeded,
+)
+from daguerreo_actors._pool import shared_pool
+from daguerreo_actors._scheduler import Scheduler
+from daguerreo_actors._states import JobState
+from daguerreo_actors._supervisor import Supervisor
+from daguerreo_actors._task import Task
+from daguerreo_actors._task_actor import TaskActor
+
+
+class JobActor(pykka.ThreadingActor):
+    """Runs one job; see the module docstring."""
+
+    use_daemon_thread: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        job: Job,
+        tasks: Sequence[Task],
+        graph: Graph,
+        *,
+        ctx: Mapping[Any, Any],
+        job_deadline: float | None,
+        max_retries: int,
+        max_concurrency: int,
+        executor: Executor | None,
+        listeners: Sequence[Listener],
+    ) -> None:
+        super().__init__()
+        self._job = job
+        self._job_id = job.id
+        self._tasks = tasks
+        self._graph = graph
+        self._names = graph.names
+        self._job_deadline = job_deadline
+        self._executor = executor
+        self._listeners = listeners
+        self._max_retries = tuple(
+            max_retries if t.max_retries is None else t.max_retries for t in tasks
+        )
+        # inf means "no timeout"; keep only real deadlines.
+        self._timeouts: tuple[float | None, ...] = tuple(
+            t.timeout if t.timeout is not None and t.timeout != float("inf") else None
+            for t in tasks
+        )
+        self._has_timeouts = any(t is not None for t in self._timeouts)
+        self._log = TransitionLog(job.id)
+        self._core = Scheduler(
+            graph,
+            max_concurrency=max_concurrency,
+            max_retries=self._max_retries,
+            continue_on_failure=[t.continue_on_failure for t in tasks],
+            ctx=ctx,
+            record=bool(listeners) or self._log.debug_enabled,
+            claim=job._claim_end,
+        )
+        self._actors: dict[int, TaskActor] = {}
+        self._proxies: list[pykka.ActorRef[Any]] = []
+        self._supervisor: pykka.ActorRef[Any] | None = None
+        self._dispatch: Callable[[TaskActor], None]
+        if executor is None:
+            self._dispatch = shared_pool().execute
+        else:
+            self._dispatch = _run_inline
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Succeeded: self._on_succeeded,
+            ReturnedInvalid: self._on_invalid,
+            RetryDecision: self._on_retry_decision,
+            DeadlinePassed: self._on_deadline,
+            JobDeadlinePassed: self._on_job_deadline,
+            CancelJob: self._on_cancel,
+            InternalFailure: self._on_internal_failure,
+        }
+        job._actor_ref = self.actor_ref
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
+        # pykka uses only put/get/empty; SimpleQueue does those in C.
+        return queue.SimpleQueue()
+
+    # -- pykka hooks ----------------------------------------------------------
+
+    def on_start(self) -> None:
+        try:
+            done_events = []
+            for listener in self._listeners:
+                done = threading.Event()
+                done_events.append(done)
+                self._proxies.append(ListenerProxy.start(listener, self._job_id, done))
+            self._job._listeners_done = tuple(done_events)
+            self._supervisor = Supervisor.start(
+                self.actor_ref, self._max_retries, self._job_deadline
+            )
+            self._carry_out(self._core.start())
+        except BaseException as exc:  # noqa: BLE001
+            self._internal_error("job_actor.start", exc)
+
+    def on_receive(self, message: Any) -> None:
+        try:
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                raise TypeError(f"unexpected message {message!r}")
+            handler(message)
+        except BaseException as exc:  # noqa: BLE001
+            self._internal_error("job_actor", exc)
+
+    # -- handlers -------------------------------------------------------------
+
+    def _on_succeeded(self, message: Succeeded) -> None:
+        started = self._core.completed(message.node, message.attempt, message.result)
+        if started is None:
+            self._log.late_result(self._names[message.node], message.attempt)
+            return
+        actor = self._actors.pop(message.node, None)
+        if actor is not None:
+            actor.stop()
+        self._carry_out(started)
+
+    def _on_invalid(self, message: ReturnedInvalid) -> None:
+        started = self._core.invalid_result(message.node, message.attempt, message.value)
+        if started is None:
+            self._log.late_result(self._names[message.node], message.attempt)
+            return
+        actor = self._actors.pop(message.node, None)
+        if actor is not None:
+            actor.stop()
+        self._carry_out(started)
+
+    def _on_retry_decision(self, message: RetryDecision) -> None:
+        started = self._core.failed(
+            message.node, message.attempt, message.exception, message.retry
+        )
+        if started is None:
+            self._log.late_result(self._names[message.node], message.attempt)
+            return
+        if not message.retry:
+            actor = self._actors.pop(message.node, None)
+            if actor is not None:
+                actor.stop()
+        self._carry_out(started)
+
+    def _on_deadline(self, message: DeadlinePassed) -> None:
+        started = self._core.timed_out(message.node, message.attempt, message.retry)
+        if started is None:
+            return
+        # The attempt's thread may still be busy in the task function: the
+        # actor is abandoned (is_active() turns False) and a retry gets a
+        # fresh one.
+        actor = self._actors.pop(message.node, None)
+        if actor is not None:
+            actor.abandon()
+        self._carry_out(started)
+
+    def _on_job_deadline(self, _message: JobDeadlinePassed) -> None:
+        if self._core.end(JobState.TIMED_OUT):
+            self._carry_out([])
+
+    def _on_cancel(self, _message: CancelJob) -> None:
+        if self._core.end(JobState.CANCELLED):
+            self._carry_out([])
+
+    def _on_internal_failure(self, message: InternalFailure) -> None:
+        self._internal_error(message.where, message.exception)
+
+    # -- carrying out the core's decisions ------------------------------------
+
+    def _carry_out(self, started: list[int]) -> None:
+        if started:
+            self._start(started)
+        core = self._core
+        if core.transitions or core.job_transitions:
+            self._flush()
+        if core.ended:
+            self._finish()
+
+    def _start(self, nodes: list[int]) -> None:
+        core = self._core
+        ctx = core.ctx
+        attempts = core.attempts
+        actors = self._actors
+        tasks = self._tasks
+        for node in nodes:
+            actor = actors.get(node)
+            if actor is None:
+                task = tasks[node]
+                actor = TaskActor(
+                    node,
+                    task.name,
+                    task.fn,
+                    job_id=self._job_id,
+                    job_ref=self.actor_ref,
+                    supervisor_ref=self._supervisor_ref(),
+                    dispatch=self._dispatch,
+                    executor=self._executor,
+                )
+                actors[node] = actor
+            attempt = attempts[node]
+            if self._has_timeouts:
+                timeout = self._timeouts[node]
+                if timeout is not None:
+                    self._supervisor_ref().tell(
+                        ArmDeadline(node, attempt, time.monotonic() + timeout)
+                    )
+            actor.tell(RunAttempt(attempt, ctx))
+
+    def _supervisor_ref(self) -> pykka.ActorRef[Any]:
+        if self._supervisor is None:
+            raise InternalError("the supervisor was not started")
+        return self._supervisor
+
+    def _flush(self) -> None:
+        core = self._core
+        transitions = core.take_transitions()
+        job_transitions = core.take_job_transitions()
+        names = self._names
+        log = self._log
+        events: list[Event] | None = [] if self._proxies else None
+        now = time.time()
+        job_id = self._job_id
+        job_iter = iter(job_transitions)
+        pending = next(job_iter, None)
+        for position, (node, old, new, attempt, payload) in enumerate(transitions):
+            while pending is not None and pending[0] <= position:
+                self._emit_job(pending[1], pending[2], now, events)
+                pending = next(job_iter, None)
+            log.task(names[node], old, new, attempt, payload)
+            if events is not None:
+                if isinstance(payload, BaseException):
+                    events.append(
+                        TaskEvent(job_id, names[node], old, new, attempt, now, None, payload)
+                    )
+                else:
+                    events.append(
+                        TaskEvent(job_id, names[node], old, new, attempt, now, payload)
+                    )
+        while pending is not None:
+            self._emit_job(pending[1], pending[2], now, events)
+            pending = next(job_iter, None)
+        if events:
+            batch = EventBatch(tuple(events))
+            for proxy in self._proxies:
+                try:
+                    proxy.tell(batch)
+                except pykka.ActorDeadError:
+                    pass
+
+    def _emit_job(
+        self, old: JobState, new: JobState, now: float, events: list[Event] | None
+    ) -> None:
+        self._job._set_state(new)
+        self._log.job(old, new)
+        if events is not None:
+            events.append(JobEvent(self._job_id, old, new, now))
+
+    def _finish(self) -> None:
+        for actor in self._actors.values():
+            actor.abandon()
+        self._actors.clear()
+        core = self._core
+        names = self._names
+        result = JobResult(
+            state=core.job_state,
+            ctx=core.final_ctx(),
+            task_states=MappingProxyType(dict(zip(names, core.states))),
+            attempts=MappingProxyType(dict(zip(names, core.attempts))),
+            failed_task=None if core.failed_task is None else names[core.failed_task],
+            failure_reason=core.failure_reason,
+            exception=core.exception,
+            invalid_result=core.invalid_result_value,
+        )
+        self._stop_children()
+        self._job._resolve(result)
+        self.stop()
+
+    def _stop_children(self) -> None:
+        # Queued behind the last EventBatch: each proxy stops once its
+        # listener has consumed every event.
+        for proxy in self._proxies:
+            try:
+                proxy.stop(block=False)
+            except pykka.ActorDeadError:
+                pass
+        if self._supervisor is not None:
+            try:
+                self._supervisor.stop(block=False)
+            except pykka.ActorDeadError:
+                pass
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        """End the job FAILED with an InternalError; never raise."""
+        error = InternalError(f"internal error in {where}: {exc!r}")
+        error.__cause__ = exc
+        try:
+            self._log.internal_error(where, exc)
+            if not self._core.ended:
+                self._core.end(JobState.FAILED, exception=error)
+                self._carry_out([])
+        except BaseException:  # noqa: BLE001 - the bookkeeping itself is broken
+            self._resolve_bare(error)
+
+    def _resolve_bare(self, exc: BaseException) -> None:
+        if self._job.done():
+            return
+        for actor in self._actors.values():
+            actor.abandon()
+        self._stop_children()
+        self._job._resolve(
+            JobResult(
+                state=JobState.FAILED,
+                ctx=dict(self._core.initial_ctx),
+                task_states=MappingProxyType(dict(zip(self._names, self._core.states))),
+                attempts=MappingProxyType(dict(zip(self._names, self._core.attempts))),
+                exception=exc,
+            )
+        )
+        self.stop()
+
+
+def _run_inline(actor: TaskActor) -> None:
+    # With a user executor the TaskActor's mailbox only submits to it, so it
+    # is run right here on the JobActor's thread.
+    actor.run()

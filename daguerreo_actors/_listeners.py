@@ -1,0 +1,92 @@
+"""Listener proxies: one small actor per listener, so none can stall the job.
+
+The JobActor never calls a listener. For each listener it starts a
+``ListenerProxy`` (a pykka ThreadingActor on a daemon thread) and tells it
+one ``EventBatch`` per message the JobActor handled, in the order it made
+the events. The proxy calls the listener (a callable) or ``tell``s each
+event on (a ``pykka.ActorRef``):
+
+- a listener that raises (anything, BaseException included) is logged with
+  the exception and keeps receiving events;
+- a listener that blocks delays only its own proxy; its backlog grows in its
+  own mailbox;
+- an ActorRef listener whose actor has stopped is detached (logged once).
+
+After the job's last event the JobActor stops each proxy with a stop
+message queued behind the events, so the proxy lives exactly until its
+listener has consumed the job's events; ``done`` is then set (see
+``Job.wait_for_listeners``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar, Union
+
+import pykka
+import structlog
+
+from daguerreo_actors._events import Event
+from daguerreo_actors._messages import EventBatch
+
+Listener = Union[Callable[[Event], Any], pykka.ActorRef[Any]]
+
+_log = structlog.get_logger("daguerreo_actors")
+
+
+def is_listener(value: object) -> bool:
+    return isinstance(value, pykka.ActorRef) or callable(value)
+
+
+class ListenerProxy(pykka.ThreadingActor):
+    """Delivers one job's events to one listener."""
+
+    use_daemon_thread: ClassVar[bool] = True
+
+    def __init__(self, listener: Listener, job_id: str, done: threading.Event) -> None:
+        super().__init__()
+        self._listener = listener
+        self._job_id = job_id
+        self._done = done
+        self._detached = False
+
+    def on_receive(self, message: Any) -> None:
+        if type(message) is not EventBatch:
+            return
+        listener = self._listener
+        if isinstance(listener, pykka.ActorRef):
+            self._forward(listener, message.events)
+            return
+        for event in message.events:
+            try:
+                listener(event)
+            except BaseException as exc:  # noqa: BLE001 - a listener never takes us down
+                _log.error(
+                    "listener_failed",
+                    job_id=self._job_id,
+                    listener=repr(listener),
+                    exc_info=exc,
+                )
+
+    def _forward(self, ref: pykka.ActorRef[Any], events: tuple[Event, ...]) -> None:
+        if self._detached:
+            return
+        for event in events:
+            try:
+                ref.tell(event)
+            except pykka.ActorDeadError:
+                self._detached = True
+                _log.warning(
+                    "listener_detached",
+                    job_id=self._job_id,
+                    listener=repr(ref),
+                    reason="its actor has stopped",
+                )
+                return
+
+    def on_stop(self) -> None:
+        self._done.set()
+
+    def on_failure(self, *_exc_info: object) -> None:  # pragma: no cover - on_receive catches
+        self._done.set()

@@ -1,0 +1,104 @@
+"""``run()``: check the options and the tasks, start the JobActor, return the Job.
+
+Everything is checked before any actor starts, so a bad call raises in the
+caller's thread and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
+from typing import Any
+
+from daguerreo_actors._job import Job
+from daguerreo_actors._job_actor import JobActor
+from daguerreo_actors._listeners import Listener, is_listener
+from daguerreo_actors._task import Task, is_positive_seconds
+from daguerreo_actors._validation import build_graph
+
+#: The default ``max_concurrency``: one running task per CPU.
+DEFAULT_MAX_CONCURRENCY: int = os.cpu_count() or 1
+
+
+def run(
+    tasks: Iterable[Task | Mapping[str, Any]],
+    *,
+    ctx: Mapping[Any, Any] | None = None,
+    timeout: float | None = None,
+    max_retries: int = 5,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    executor: Executor | None = None,
+    listeners: Iterable[Listener] = (),
+) -> Job:
+    """Start running ``tasks``; return the :class:`Job` at once.
+
+    ``ctx`` is the initial context; ``timeout`` the whole job's, in seconds,
+    counted from this call (None or inf: none); ``max_retries`` the retries
+    per task after a failure, unless the task sets its own;
+    ``max_concurrency`` the most tasks RUNNING at once; ``executor`` a
+    ``concurrent.futures.Executor`` to run task functions on (default: the
+    engine's own pool of threads); ``listeners`` callables taking one event,
+    or pykka ActorRefs that events are told to.
+
+    Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
+    TypeError or ValueError for a bad option.
+    """
+    started = time.monotonic()
+    if timeout is not None and not is_positive_seconds(timeout):
+        raise _option_error("timeout", timeout, "None or a number of seconds > 0 (inf for none)")
+    if type(max_retries) is bool or not isinstance(max_retries, int):
+        raise TypeError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if type(max_concurrency) is bool or not isinstance(max_concurrency, int):
+        raise TypeError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+    if ctx is not None and not isinstance(ctx, Mapping):
+        raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor or None, "
+            f"got {type(executor).__name__}"
+        )
+    if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
+        raise TypeError(
+            "listeners must be an iterable of callables or pykka ActorRefs, "
+            f"got {type(listeners).__name__}"
+        )
+    listener_list = list(listeners)
+    for position, listener in enumerate(listener_list):
+        if not is_listener(listener):
+            raise TypeError(
+                f"listener #{position} must be a callable taking one event or a "
+                f"pykka ActorRef, got {type(listener).__name__}"
+            )
+
+    task_tuple, graph = build_graph(tasks)
+
+    job_deadline = None
+    if timeout is not None and not math.isinf(timeout):
+        job_deadline = started + float(timeout)
+    job = Job(uuid.uuid4().hex)
+    JobActor.start(
+        job,
+        task_tuple,
+        graph,
+        ctx={} if ctx is None else dict(ctx),
+        job_deadline=job_deadline,
+        max_retries=max_retries,
+        max_concurrency=max_concurrency,
+        executor=executor,
+        listeners=tuple(listener_list),
+    )
+    return job
+
+
+def _option_error(name: str, value: object, expected: str) -> Exception:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    return ValueError(f"{name} must be {expected}, got {value!r}")

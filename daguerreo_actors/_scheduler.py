@@ -1,0 +1,332 @@
+"""The job's bookkeeping: the functional core of the JobActor, with no threads.
+
+State, all indexed by node (a task's position in the validated list):
+
+- ``states[i]``: the task's :class:`TaskState`.
+- ``attempts[i]``: attempts started so far (incremented on READY -> RUNNING).
+- ``waiting_on[i]``: dependencies of ``i`` not yet COMPLETED; at 0 it is READY.
+- ``ready``: the FIFO of READY nodes; ``running``: how many are RUNNING.
+- ``ctx``: the job context as an ``immutables.Map`` (a HAMT), so the snapshot
+  handed to a starting task is O(1) and a merge is O(k log n), never a copy
+  of the whole context.
+- ``outputs``: the results merged so far, in completion order (the final
+  ``JobResult.ctx`` is rebuilt from these so it keeps that order).
+
+The JobActor feeds it one call per message it receives (``start``,
+``completed``, ``invalid_result``, ``failed``, ``timed_out``, ``end``). Each
+call returns the nodes it moved READY -> RUNNING, which the actor must now
+start, or None when the message was stale (about an attempt that is no
+longer running, e.g. the late result of an attempt that timed out): a stale
+message changes nothing, so late results are never merged. Every freed slot
+is refilled inside the same call, whatever freed it.
+
+Every task transition goes through :meth:`Scheduler._set`, which checks it
+against :data:`TASK_TRANSITIONS`. Transitions are recorded in
+``transitions`` (all of them when ``record`` is true, else only the failure
+ones, which are logged at warning level even when nobody listens) for the
+actor to turn into events and log entries.
+
+Retry decisions are made by the supervisor and passed in; the core only
+refuses one that would break ``attempts <= max_retries + 1``.
+
+Ending the job goes through ``claim``: a hook that may change the final
+state (the actor uses it to let a concurrent ``Job.cancel()`` win), the
+identity by default.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import immutables
+
+from daguerreo_actors._errors import InternalError
+from daguerreo_actors._graph import Graph
+from daguerreo_actors._states import JOB_TRANSITIONS, TASK_TRANSITIONS, JobState, TaskState
+
+#: (node, old state, new state, attempt, payload: result, bad value or exception)
+Transition = tuple[int, TaskState, TaskState, int, Any]
+
+_UNSCHEDULED = TaskState.UNSCHEDULED
+_READY = TaskState.READY
+_RUNNING = TaskState.RUNNING
+_COMPLETED = TaskState.COMPLETED
+_EXCEPTION = TaskState.EXCEPTION
+_TIMED_OUT = TaskState.TIMED_OUT
+_INVALID_RESULT = TaskState.INVALID_RESULT
+_FAILED = TaskState.FAILED
+_CANCELLED = TaskState.CANCELLED
+_SKIPPED = TaskState.SKIPPED
+
+#: Transitions recorded even when ``record`` is off (they are logged at
+#: warning level or above).
+NOTABLE_STATES: frozenset[TaskState] = frozenset(
+    {_EXCEPTION, _TIMED_OUT, _INVALID_RESULT, _FAILED}
+)
+
+# The table, re-keyed for the hot path: one dict lookup by the old state and
+# a set membership test, instead of hashing an (old, new) tuple.
+_NEXT: dict[TaskState, frozenset[TaskState]] = {
+    state: frozenset(new for old, new in TASK_TRANSITIONS if old is state)
+    for state in TaskState
+}
+
+
+def retry_allowed(attempts: int, max_retries: int) -> bool:
+    """The retry policy: ``max_retries + 1`` attempts in all."""
+    return attempts <= max_retries
+
+
+class Scheduler:
+    """Task states, ready queue and job state of one job; see the module doc."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        max_concurrency: int,
+        max_retries: Sequence[int],
+        continue_on_failure: Sequence[bool],
+        ctx: Mapping[Any, Any] | None = None,
+        record: bool = True,
+        claim: Callable[[JobState], JobState] | None = None,
+    ) -> None:
+        n = len(graph)
+        if len(max_retries) != n or len(continue_on_failure) != n:
+            raise ValueError("one max_retries and continue_on_failure per node")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.graph = graph
+        self.max_concurrency = max_concurrency
+        self.max_retries = tuple(max_retries)
+        self.continue_on_failure = tuple(continue_on_failure)
+        self.states: list[TaskState] = [_UNSCHEDULED] * n
+        self.attempts: list[int] = [0] * n
+        self.waiting_on: list[int] = [len(deps) for deps in graph.dependencies]
+        self.ready: deque[int] = deque()
+        self.running = 0
+        self.unfinished = n
+        self.initial_ctx: Mapping[Any, Any] = {} if ctx is None else ctx
+        self.ctx: immutables.Map[Any, Any] = immutables.Map(self.initial_ctx)
+        self.outputs: list[Mapping[Any, Any]] = []
+        self.job_state = JobState.IDLE
+        self.record = record
+        self.transitions: list[Transition] = []
+        # (position in ``transitions`` when it happened, old, new): lets the
+        # actor interleave job and task events in the order they happened.
+        self.job_transitions: list[tuple[int, JobState, JobState]] = []
+        self.failed_task: int | None = None
+        self.failure_reason: TaskState | None = None
+        self.exception: BaseException | None = None
+        self.invalid_result_value: Any = None
+        self._claim = claim
+
+    # -- inputs -----------------------------------------------------------
+
+    def start(self) -> list[int]:
+        """IDLE -> RUNNING; the tasks without dependencies become READY."""
+        self._set_job(JobState.RUNNING)
+        if self.unfinished == 0:
+            self._end(JobState.COMPLETED)
+            return []
+        waiting_on = self.waiting_on
+        roots = [node for node in range(len(waiting_on)) if waiting_on[node] == 0]
+        self._make_ready(roots)
+        return self._dispatch()
+
+    def completed(
+        self, node: int, attempt: int, result: Mapping[Any, Any]
+    ) -> list[int] | None:
+        """The attempt returned a mapping: merge it, release dependents."""
+        if not self._is_current(node, attempt):
+            return None
+        self._set(node, _COMPLETED, result)
+        self.running -= 1
+        self.unfinished -= 1
+        if result:
+            self.ctx = self.ctx.update(result)
+        self.outputs.append(result)
+        waiting_on = self.waiting_on
+        released: list[int] = []
+        for dependent in self.graph.dependents[node]:
+            left = waiting_on[dependent] - 1
+            waiting_on[dependent] = left
+            if left == 0:
+                released.append(dependent)
+        if released:
+            self._make_ready(released)
+        elif self.unfinished == 0:
+            self._end(JobState.COMPLETED)
+            return []
+        return self._dispatch()
+
+    def invalid_result(self, node: int, attempt: int, value: Any) -> list[int] | None:
+        """The attempt returned a non-mapping: a programming error, no retry."""
+        if not self._is_current(node, attempt):
+            return None
+        self._set(node, _INVALID_RESULT, value)
+        self.running -= 1
+        self.unfinished -= 1
+        self._end(
+            JobState.FAILED,
+            failure=(node, _INVALID_RESULT, None, value),
+        )
+        return []
+
+    def failed(
+        self, node: int, attempt: int, exception: BaseException, retry: bool
+    ) -> list[int] | None:
+        """The attempt raised; ``retry`` is the supervisor's decision."""
+        if not self._is_current(node, attempt):
+            return None
+        self._set(node, _EXCEPTION, exception)
+        self.running -= 1
+        return self._after_failure(node, _EXCEPTION, exception, retry)
+
+    def timed_out(self, node: int, attempt: int, retry: bool) -> list[int] | None:
+        """The attempt passed its deadline; ``retry`` is the supervisor's decision."""
+        if not self._is_current(node, attempt):
+            return None
+        self._set(node, _TIMED_OUT)
+        self.running -= 1
+        return self._after_failure(node, _TIMED_OUT, None, retry)
+
+    def end(self, state: JobState, exception: BaseException | None = None) -> bool:
+        """End the job from outside (cancel, job timeout, internal error).
+
+        ``exception`` is recorded as the job's exception if it ends FAILED.
+        Returns False if the job had already ended.
+        """
+        if self.job_state is not JobState.RUNNING:
+            if self.job_state is JobState.IDLE:
+                self._set_job(JobState.RUNNING)
+            else:
+                return False
+        self._end(state, failure=None if exception is None else (-1, None, exception, None))
+        return True
+
+    # -- queries ----------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self.job_state.is_terminal
+
+    def take_transitions(self) -> list[Transition]:
+        taken = self.transitions
+        self.transitions = []
+        return taken
+
+    def take_job_transitions(self) -> list[tuple[int, JobState, JobState]]:
+        taken = self.job_transitions
+        self.job_transitions = []
+        return taken
+
+    def final_ctx(self) -> dict[Any, Any]:
+        """The initial ctx updated with every output, in completion order."""
+        ctx = dict(self.initial_ctx)
+        for output in self.outputs:
+            ctx.update(output)
+        return ctx
+
+    # -- internals --------------------------------------------------------
+
+    def _is_current(self, node: int, attempt: int) -> bool:
+        return (
+            self.states[node] is _RUNNING
+            and self.attempts[node] == attempt
+            and self.job_state is JobState.RUNNING
+        )
+
+    def _after_failure(
+        self,
+        node: int,
+        reason: TaskState,
+        exception: BaseException | None,
+        retry: bool,
+    ) -> list[int]:
+        if retry:
+            if not retry_allowed(self.attempts[node], self.max_retries[node]):
+                raise InternalError(
+                    f"retry of node {node} refused: {self.attempts[node]} attempts "
+                    f"already, max_retries={self.max_retries[node]}"
+                )
+            self._set(node, _READY, exception)
+            self.ready.append(node)
+            return self._dispatch()
+        self._set(node, _FAILED, exception)
+        self.unfinished -= 1
+        if not self.continue_on_failure[node]:
+            self._end(JobState.FAILED, failure=(node, reason, exception, None))
+            return []
+        if self.unfinished == 0:
+            self._end(JobState.COMPLETED)
+            return []
+        return self._dispatch()
+
+    def _make_ready(self, nodes: list[int]) -> None:
+        # Every READY transition of the batch is recorded before any start.
+        # More dependents first: they unlock the most work; ties keep list
+        # order (nodes arrive in index order and sort is stable).
+        if len(nodes) > 1:
+            dependents = self.graph.dependents
+            nodes.sort(key=lambda node: -len(dependents[node]))
+        for node in nodes:
+            self._set(node, _READY)
+        self.ready.extend(nodes)
+
+    def _dispatch(self) -> list[int]:
+        started: list[int] = []
+        ready = self.ready
+        attempts = self.attempts
+        while self.running < self.max_concurrency and ready:
+            node = ready.popleft()
+            attempts[node] += 1
+            self._set(node, _RUNNING)
+            self.running += 1
+            started.append(node)
+        return started
+
+    def _set(self, node: int, new: TaskState, payload: Any = None) -> None:
+        old = self.states[node]
+        if new not in _NEXT[old]:
+            raise InternalError(
+                f"illegal transition of {self.graph.names[node]!r}: {old} -> {new}"
+            )
+        self.states[node] = new
+        if self.record or new in NOTABLE_STATES:
+            self.transitions.append((node, old, new, self.attempts[node], payload))
+
+    def _set_job(self, new: JobState) -> None:
+        old = self.job_state
+        if (old, new) not in JOB_TRANSITIONS:
+            raise InternalError(f"illegal job transition: {old} -> {new}")
+        self.job_state = new
+        self.job_transitions.append((len(self.transitions), old, new))
+
+    def _end(
+        self,
+        state: JobState,
+        failure: tuple[int, TaskState | None, BaseException | None, Any] | None = None,
+    ) -> None:
+        if self._claim is not None:
+            state = self._claim(state)
+        if self.unfinished:
+            states = self.states
+            for node in range(len(states)):
+                current = states[node]
+                if current is _RUNNING:
+                    self._set(node, _CANCELLED)
+                    self.running -= 1
+                elif current is _READY or current is _UNSCHEDULED:
+                    self._set(node, _SKIPPED)
+            self.ready.clear()
+            self.unfinished = 0
+        if state is JobState.FAILED and failure is not None:
+            node, reason, exception, value = failure
+            self.failed_task = None if node < 0 else node
+            self.failure_reason = reason
+            self.exception = exception
+            self.invalid_result_value = value
+        self._set_job(state)

@@ -1,0 +1,173 @@
+"""Turning whatever the user gave into tasks and a :class:`Graph`, or every error.
+
+``validate_tasks`` is public; ``build_graph`` is what ``run`` uses, returning
+the validated tasks together with the integer graph the scheduler core
+needs, so the work is done once. All problems are collected, in task-list
+order, before anything is raised.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from daguerreo_actors._errors import InvalidTasksError, TaskError
+from daguerreo_actors._graph import Graph, build_adjacency, find_cycles
+from daguerreo_actors._task import TASK_KEYS, Task, field_errors
+
+
+def validate_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...]:
+    """Check a task list; return it as a tuple of :class:`Task`, order kept.
+
+    Raises :class:`InvalidTasksError` listing every problem found.
+    """
+    return build_graph(tasks)[0]
+
+
+def build_graph(
+    tasks: Iterable[Task | Mapping[str, Any]],
+) -> tuple[tuple[Task, ...], Graph]:
+    """Validate ``tasks`` and build their integer graph in one pass."""
+    if isinstance(tasks, (str, bytes, Mapping, Task)) or not isinstance(tasks, Iterable):
+        hint = (
+            " (wrap a single task in a list)"
+            if isinstance(tasks, (Mapping, Task))
+            else ""
+        )
+        raise TypeError(
+            "tasks must be an iterable of Task objects or task mappings, "
+            f"got {type(tasks).__name__}{hint}"
+        )
+    errors: list[TaskError] = []
+    converted: list[Task] = []
+    # Names of mapping tasks that were rejected: tasks depending on them are
+    # not also reported as having missing dependencies.
+    rejected: set[str] = set()
+    for position, item in enumerate(tasks):
+        if isinstance(item, Task):
+            converted.append(item)
+        elif isinstance(item, Mapping):
+            task = _from_mapping(position, item, errors)
+            if task is not None:
+                converted.append(task)
+            elif isinstance(item.get("name"), str):
+                rejected.add(item["name"])
+        else:
+            errors.append(
+                TaskError(
+                    "invalid-task",
+                    None,
+                    f"item #{position} is not a Task or a mapping, "
+                    f"got {type(item).__name__}",
+                )
+            )
+
+    index: dict[str, int] = {}
+    duplicates: dict[str, int] = {}
+    for position, task in enumerate(converted):
+        if task.name in index:
+            duplicates[task.name] = duplicates.get(task.name, 1) + 1
+        else:
+            index[task.name] = position
+    for name, count in duplicates.items():
+        errors.append(
+            TaskError("duplicate-name", name, f"the name is used by {count} tasks")
+        )
+
+    dependencies: list[tuple[int, ...]] = []
+    for task in converted:
+        deps: list[int] = []
+        missing: list[str] = []
+        for dep in task.dependencies:
+            dep_index = index.get(dep)
+            if dep_index is None:
+                if dep not in rejected:
+                    missing.append(dep)
+            else:
+                deps.append(dep_index)
+        if missing:
+            missing.sort()
+            errors.append(
+                TaskError(
+                    "missing-dependencies",
+                    task.name,
+                    "depends on tasks that do not exist: "
+                    + ", ".join(repr(m) for m in missing),
+                )
+            )
+        # Sorted so the graph (and so the ready order) never depends on
+        # frozenset iteration order.
+        deps.sort()
+        dependencies.append(tuple(deps))
+
+    dependents = build_adjacency(dependencies)
+    for position, task in enumerate(converted):
+        if task.continue_on_failure and dependents[position]:
+            names = ", ".join(repr(converted[d].name) for d in dependents[position])
+            errors.append(
+                TaskError(
+                    "continue-on-failure-with-dependents",
+                    task.name,
+                    "has continue_on_failure=True but other tasks depend on "
+                    f"it: {names} (a task that may fail without failing the "
+                    "job must not feed other tasks)",
+                )
+            )
+    for cycle in find_cycles(dependencies):
+        names = [converted[node].name for node in cycle]
+        errors.append(
+            TaskError(
+                "dependency-cycle",
+                names[0],
+                "dependency cycle (each task depends on the next): "
+                + " -> ".join(names),
+            )
+        )
+
+    if errors:
+        raise InvalidTasksError(errors)
+    graph = Graph(
+        names=tuple(task.name for task in converted),
+        dependencies=tuple(dependencies),
+        dependents=dependents,
+    )
+    return tuple(converted), graph
+
+
+def _from_mapping(
+    position: int, item: Mapping[Any, Any], errors: list[TaskError]
+) -> Task | None:
+    name = item.get("name")
+    label = name if isinstance(name, str) and name else None
+    problems: list[TaskError] = []
+    for key in item:
+        if key in TASK_KEYS:
+            continue
+        guess = (
+            difflib.get_close_matches(key, TASK_KEYS, n=1, cutoff=0.6)
+            if isinstance(key, str)
+            else []
+        )
+        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+        known = ", ".join(TASK_KEYS)
+        problems.append(
+            TaskError(
+                "invalid-task",
+                label,
+                f"unknown key {key!r}{hint}; task keys are: {known}",
+            )
+        )
+    for required in ("name", "fn"):
+        if required not in item:
+            where = "" if label else f"item #{position} "
+            problems.append(
+                TaskError("invalid-task", label, f"{where}has no {required!r} key")
+            )
+    known_fields = {k: item[k] for k in TASK_KEYS if k in item}
+    problems.extend(field_errors(known_fields))
+    if problems:
+        errors.extend(problems)
+        return None
+    return Task(**known_fields)
+
