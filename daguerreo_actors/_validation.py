@@ -9,7 +9,7 @@ order, before anything is raised.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from daguerreo_actors._errors import InvalidTasksError, TaskError
@@ -115,13 +115,13 @@ def build_graph(
                 )
             )
     for cycle in find_cycles(dependencies):
-        names = [converted[node].name for node in cycle]
+        cycle_names = [converted[node].name for node in cycle]
         errors.append(
             TaskError(
                 "dependency-cycle",
-                names[0],
+                cycle_names[0],
                 "dependency cycle (each task depends on the next): "
-                + " -> ".join(names),
+                + " -> ".join(cycle_names),
             )
         )
 
@@ -165,6 +165,11 @@ def _from_mapping(
                 TaskError("invalid-task", label, f"{where}has no {required!r} key")
             )
     known_fields = {k: item[k] for k in TASK_KEYS if k in item}
+    dependencies = known_fields.get("dependencies")
+    if isinstance(dependencies, Iterator):
+        # Read a one-shot iterable (a generator) once: field_errors would
+        # exhaust it, and Task() below would then silently get no dependencies.
+        known_fields["dependencies"] = tuple(dependencies)
     problems.extend(field_errors(known_fields))
     if problems:
         errors.extend(problems)

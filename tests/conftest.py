@@ -1,0 +1,86 @@
+"""Shared fixtures: quiet structlog by default, and a leak check on every test."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pykka
+import pytest
+import structlog
+
+from daguerreo_actors import _pool
+
+# Threads our engine starts: pykka names its threads after the actor class.
+_ENGINE_THREAD_PREFIXES = ("JobActor", "Supervisor", "ListenerProxy")
+LEAK_DEADLINE = 5.0
+
+
+def engine_threads() -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(_ENGINE_THREAD_PREFIXES) and t.is_alive()
+    ]
+
+
+def engine_actors() -> list[pykka.ActorRef[pykka.Actor]]:
+    return [
+        ref
+        for ref in pykka.ActorRegistry.get_all()
+        if ref.actor_class.__module__.startswith("daguerreo_actors")
+    ]
+
+
+def busy_pool_threads() -> int:
+    pool = _pool._pool
+    if pool is None:
+        return 0
+    with pool._lock:
+        return pool._threads - pool._idle
+
+
+def wait_until(predicate: object, timeout: float = LEAK_DEADLINE) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_structlog() -> Iterator[None]:
+    # Tests that look at log entries use the `logs` fixture; the rest keep
+    # the engine's debug entries out of pytest's captured output.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        processors=[structlog.processors.KeyValueRenderer()],
+    )
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, object]]]:
+    """Every structlog entry made during the test, debug included."""
+    structlog.reset_defaults()
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks() -> Iterator[None]:
+    """Like dask's check_thread_leak: nothing of ours outlives a test's jobs."""
+    yield
+    ok = wait_until(
+        lambda: not engine_threads() and not engine_actors() and busy_pool_threads() == 0
+    )
+    assert ok, (
+        f"leaked: threads={[t.name for t in engine_threads()]} "
+        f"actors={engine_actors()} busy pool threads={busy_pool_threads()}"
+    )
