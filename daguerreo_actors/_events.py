@@ -9,7 +9,7 @@ objects are frozen and shared between listeners, never copied.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Any
 
 from daguerreo_actors._states import JobState, TaskState
 
@@ -44,4 +44,4 @@ class JobEvent:
     timestamp: float
 
 
-Event = Union[TaskEvent, JobEvent]
+Event = TaskEvent | JobEvent

@@ -128,7 +128,7 @@ class JobActor(pykka.ThreadingActor):
         job._actor_ref = self.actor_ref
 
     @staticmethod
-    def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
         # pykka uses only put/get/empty; SimpleQueue does those in C.
         return queue.SimpleQueue()
 
@@ -181,9 +181,7 @@ class JobActor(pykka.ThreadingActor):
         self._carry_out(started)
 
     def _on_retry_decision(self, message: RetryDecision) -> None:
-        started = self._core.failed(
-            message.node, message.attempt, message.exception, message.retry
-        )
+        started = self._core.failed(message.node, message.attempt, message.exception, message.retry)
         if started is None:
             self._log.late_result(self._names[message.node], message.attempt)
             return
@@ -284,9 +282,7 @@ class JobActor(pykka.ThreadingActor):
                         TaskEvent(job_id, names[node], old, new, attempt, now, None, payload)
                     )
                 else:
-                    events.append(
-                        TaskEvent(job_id, names[node], old, new, attempt, now, payload)
-                    )
+                    events.append(TaskEvent(job_id, names[node], old, new, attempt, now, payload))
         while pending is not None:
             self._emit_job(pending[1], pending[2], now, events)
             pending = next(job_iter, None)
@@ -315,8 +311,8 @@ class JobActor(pykka.ThreadingActor):
         result = JobResult(
             state=core.job_state,
             ctx=core.final_ctx(),
-            task_states=MappingProxyType(dict(zip(names, core.states))),
-            attempts=MappingProxyType(dict(zip(names, core.attempts))),
+            task_states=MappingProxyType(dict(zip(names, core.states, strict=True))),
+            attempts=MappingProxyType(dict(zip(names, core.attempts, strict=True))),
             failed_task=None if core.failed_task is None else names[core.failed_task],
             failure_reason=core.failure_reason,
             exception=core.exception,
@@ -362,8 +358,10 @@ class JobActor(pykka.ThreadingActor):
             JobResult(
                 state=JobState.FAILED,
                 ctx=dict(self._core.initial_ctx),
-                task_states=MappingProxyType(dict(zip(self._names, self._core.states))),
-                attempts=MappingProxyType(dict(zip(self._names, self._core.attempts))),
+                task_states=MappingProxyType(
+                    dict(zip(self._names, self._core.states, strict=True))
+                ),
+                attempts=MappingProxyType(dict(zip(self._names, self._core.attempts, strict=True))),
                 exception=exc,
             )
         )

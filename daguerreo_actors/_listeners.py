@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import pykka
 import structlog
@@ -30,7 +30,7 @@ import structlog
 from daguerreo_actors._events import Event
 from daguerreo_actors._messages import EventBatch
 
-Listener = Union[Callable[[Event], Any], pykka.ActorRef[Any]]
+Listener = Callable[[Event], Any] | pykka.ActorRef[Any]
 
 _log = structlog.get_logger("daguerreo_actors")
 

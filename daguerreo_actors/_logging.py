@@ -44,7 +44,7 @@ def _enabled(logger: Any, level: int) -> bool:
 class TransitionLog:
     """Logs one job's transitions."""
 
-    __slots__ = ("_log", "debug_enabled", "info_enabled", "warning_enabled", "error_enabled")
+    __slots__ = ("_log", "debug_enabled", "error_enabled", "info_enabled", "warning_enabled")
 
     def __init__(self, job_id: str) -> None:
         self._log = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
@@ -55,9 +55,7 @@ class TransitionLog:
 
     def job(self, old: JobState, new: JobState, **extra: Any) -> None:
         if self.info_enabled:
-            self._log.info(
-                "job_transition", old_state=old.value, new_state=new.value, **extra
-            )
+            self._log.info("job_transition", old_state=old.value, new_state=new.value, **extra)
 
     def task(
         self,

@@ -84,7 +84,7 @@ class WorkerPool:
             if item is not None:
                 try:
                     item.run()
-                except BaseException:  # pragma: no cover - TaskActor catches all
+                except BaseException:  # noqa: BLE001  # pragma: no cover - TaskActor catches all
                     _log.exception("pool_item_failed")
                 item = None
             with lock:

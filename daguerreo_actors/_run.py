@@ -62,8 +62,7 @@ def run(
         raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(
-            "executor must be a concurrent.futures.Executor or None, "
-            f"got {type(executor).__name__}"
+            f"executor must be a concurrent.futures.Executor or None, got {type(executor).__name__}"
         )
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
         raise TypeError(

@@ -62,15 +62,12 @@ _SKIPPED = TaskState.SKIPPED
 
 #: Transitions recorded even when ``record`` is off (they are logged at
 #: warning level or above).
-NOTABLE_STATES: frozenset[TaskState] = frozenset(
-    {_EXCEPTION, _TIMED_OUT, _INVALID_RESULT, _FAILED}
-)
+NOTABLE_STATES: frozenset[TaskState] = frozenset({_EXCEPTION, _TIMED_OUT, _INVALID_RESULT, _FAILED})
 
 # The table, re-keyed for the hot path: one dict lookup by the old state and
 # a set membership test, instead of hashing an (old, new) tuple.
 _NEXT: dict[TaskState, frozenset[TaskState]] = {
-    state: frozenset(new for old, new in TASK_TRANSITIONS if old is state)
-    for state in TaskState
+    state: frozenset(new for old, new in TASK_TRANSITIONS if old is state) for state in TaskState
 }
 
 
@@ -136,9 +133,7 @@ class Scheduler:
         self._make_ready(roots)
         return self._dispatch()
 
-    def completed(
-        self, node: int, attempt: int, result: Mapping[Any, Any]
-    ) -> list[int] | None:
+    def completed(self, node: int, attempt: int, result: Mapping[Any, Any]) -> list[int] | None:
         """The attempt returned a mapping: merge it, release dependents."""
         if not self._is_current(node, attempt):
             return None
@@ -291,9 +286,7 @@ class Scheduler:
     def _set(self, node: int, new: TaskState, payload: Any = None) -> None:
         old = self.states[node]
         if new not in _NEXT[old]:
-            raise InternalError(
-                f"illegal transition of {self.graph.names[node]!r}: {old} -> {new}"
-            )
+            raise InternalError(f"illegal transition of {self.graph.names[node]!r}: {old} -> {new}")
         self.states[node] = new
         if self.record or new in NOTABLE_STATES:
             self.transitions.append((node, old, new, self.attempts[node], payload))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """The state of a whole job."""
 
     IDLE = "idle"
@@ -20,15 +20,12 @@ class JobState(str, enum.Enum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
 
-    def __str__(self) -> str:
-        return self.value
-
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_JOB_STATES
 
 
-class TaskState(str, enum.Enum):
+class TaskState(enum.StrEnum):
     """The state of one task (one DAG node) within a job."""
 
     UNSCHEDULED = "unscheduled"
@@ -41,9 +38,6 @@ class TaskState(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_terminal(self) -> bool:

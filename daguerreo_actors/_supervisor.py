@@ -103,20 +103,16 @@ class Supervisor(pykka.ThreadingActor):
         self._inbox.deadline = job_deadline
 
     @staticmethod
-    def _create_actor_inbox() -> _TimerInbox:  # type: ignore[override]
+    def _create_actor_inbox() -> _TimerInbox:
         return _TimerInbox()
 
     def on_receive(self, message: Any) -> None:
         try:
             if type(message) is AttemptRaised:
                 retry = retry_allowed(message.attempt, self._max_retries[message.node])
-                self._tell(
-                    RetryDecision(message.node, message.attempt, message.exception, retry)
-                )
+                self._tell(RetryDecision(message.node, message.attempt, message.exception, retry))
             elif type(message) is ArmDeadline:
-                heapq.heappush(
-                    self._deadlines, (message.deadline, message.node, message.attempt)
-                )
+                heapq.heappush(self._deadlines, (message.deadline, message.node, message.attempt))
             elif type(message) is _Wake:
                 self._expire()
             else:

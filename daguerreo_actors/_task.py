@@ -104,9 +104,7 @@ def _check(
         bad("fn", f"must be callable as fn(ctx, is_active), got {_describe(fn)}")
 
     deps: frozenset[str] = frozenset()
-    if isinstance(dependencies, frozenset) and all(
-        isinstance(d, str) and d for d in dependencies
-    ):
+    if isinstance(dependencies, frozenset) and all(isinstance(d, str) and d for d in dependencies):
         deps = dependencies
     elif isinstance(dependencies, (str, bytes)):
         bad(
@@ -135,14 +133,11 @@ def _check(
     if timeout is not None and not is_positive_seconds(timeout):
         bad(
             "timeout",
-            "must be None or a number of seconds > 0 (inf for none), "
-            f"got {_describe(timeout)}",
+            f"must be None or a number of seconds > 0 (inf for none), got {_describe(timeout)}",
         )
 
     if max_retries is not None and (
-        type(max_retries) is bool
-        or not isinstance(max_retries, int)
-        or max_retries < 0
+        type(max_retries) is bool or not isinstance(max_retries, int) or max_retries < 0
     ):
         bad("max_retries", f"must be None or an int >= 0, got {_describe(max_retries)}")
 

@@ -164,9 +164,7 @@ class TaskActor:
         try:
             if isinstance(result, Mapping):
                 # A copy: the task may go on mutating what it returned.
-                message: Succeeded | ReturnedInvalid = Succeeded(
-                    self.node, attempt, dict(result)
-                )
+                message: Succeeded | ReturnedInvalid = Succeeded(self.node, attempt, dict(result))
             else:
                 message = ReturnedInvalid(self.node, attempt, result)
         except BaseException as exc:  # noqa: BLE001 - a Mapping that fails to copy

@@ -30,11 +30,7 @@ def build_graph(
 ) -> tuple[tuple[Task, ...], Graph]:
     """Validate ``tasks`` and build their integer graph in one pass."""
     if isinstance(tasks, (str, bytes, Mapping, Task)) or not isinstance(tasks, Iterable):
-        hint = (
-            " (wrap a single task in a list)"
-            if isinstance(tasks, (Mapping, Task))
-            else ""
-        )
+        hint = " (wrap a single task in a list)" if isinstance(tasks, (Mapping, Task)) else ""
         raise TypeError(
             "tasks must be an iterable of Task objects or task mappings, "
             f"got {type(tasks).__name__}{hint}"
@@ -58,8 +54,7 @@ def build_graph(
                 TaskError(
                     "invalid-task",
                     None,
-                    f"item #{position} is not a Task or a mapping, "
-                    f"got {type(item).__name__}",
+                    f"item #{position} is not a Task or a mapping, got {type(item).__name__}",
                 )
             )
 
@@ -71,9 +66,7 @@ def build_graph(
         else:
             index[task.name] = position
     for name, count in duplicates.items():
-        errors.append(
-            TaskError("duplicate-name", name, f"the name is used by {count} tasks")
-        )
+        errors.append(TaskError("duplicate-name", name, f"the name is used by {count} tasks"))
 
     dependencies: list[tuple[int, ...]] = []
     for task in converted:
@@ -92,8 +85,7 @@ def build_graph(
                 TaskError(
                     "missing-dependencies",
                     task.name,
-                    "depends on tasks that do not exist: "
-                    + ", ".join(repr(m) for m in missing),
+                    "depends on tasks that do not exist: " + ", ".join(repr(m) for m in missing),
                 )
             )
         # Sorted so the graph (and so the ready order) never depends on
@@ -120,8 +112,7 @@ def build_graph(
             TaskError(
                 "dependency-cycle",
                 cycle_names[0],
-                "dependency cycle (each task depends on the next): "
-                + " -> ".join(cycle_names),
+                "dependency cycle (each task depends on the next): " + " -> ".join(cycle_names),
             )
         )
 
@@ -135,9 +126,7 @@ def build_graph(
     return tuple(converted), graph
 
 
-def _from_mapping(
-    position: int, item: Mapping[Any, Any], errors: list[TaskError]
-) -> Task | None:
+def _from_mapping(position: int, item: Mapping[Any, Any], errors: list[TaskError]) -> Task | None:
     name = item.get("name")
     label = name if isinstance(name, str) and name else None
     problems: list[TaskError] = []
@@ -161,9 +150,7 @@ def _from_mapping(
     for required in ("name", "fn"):
         if required not in item:
             where = "" if label else f"item #{position} "
-            problems.append(
-                TaskError("invalid-task", label, f"{where}has no {required!r} key")
-            )
+            problems.append(TaskError("invalid-task", label, f"{where}has no {required!r} key"))
     known_fields = {k: item[k] for k in TASK_KEYS if k in item}
     dependencies = known_fields.get("dependencies")
     if isinstance(dependencies, Iterator):
@@ -175,4 +162,3 @@ def _from_mapping(
         errors.extend(problems)
         return None
     return Task(**known_fields)
-
