@@ -247,7 +247,7 @@ class Scheduler:
                     f"retry of node {node} refused: {self.attempts[node]} attempts "
                     f"already, max_retries={self.max_retries[node]}"
                 )
-            self._set(node, _READY, exception)
+            self._set(node, _READY)
             self.ready.append(node)
             return self._dispatch()
         self._set(node, _FAILED, exception)

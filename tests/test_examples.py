@@ -1,0 +1,43 @@
+"""The examples run, as `make demo` runs them, and print what they promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done.stdout
+
+
+def test_the_smoothie_prints_transitions_and_the_final_ctx() -> None:
+    out = run_example("smoothie.py")
+    lines = out.splitlines()
+    assert lines[0] == "JOB > idle -> running"
+    assert "blend > ready -> running" in lines
+    assert "garnish > running -> completed" in lines
+    assert "JOB > running -> completed" in lines
+    assert "state: completed" in out
+    assert "smoothie: 'sugar + " in out
+    assert "fruit:" in out and "liquids:" in out
+
+
+def test_the_etl_example_retries_the_flaky_fetch_and_completes() -> None:
+    out = run_example("etl.py")
+    assert "fetch-users > running -> exception #1" in out
+    assert "fetch-users > running -> completed #2" in out
+    assert "state: completed" in out
+    assert "totals: {'ada': 35, 'grace': 12}" in out
+
