@@ -42,9 +42,7 @@ class Recorder:
 
     def task_events(self, name: str | None = None) -> list[TaskEvent]:
         return [
-            e
-            for e in self.events
-            if isinstance(e, TaskEvent) and (name is None or e.task == name)
+            e for e in self.events if isinstance(e, TaskEvent) and (name is None or e.task == name)
         ]
 
     def transitions(self, name: str) -> list[tuple[TaskState, TaskState, int]]:
@@ -141,7 +139,13 @@ def test_cancel_stops_a_looping_task_through_is_active() -> None:
         tasks,
         ctx={"v": 0},
         max_concurrency=2,
-        listeners=[lambda e: b_done.set() if getattr(e, "task", "") == "b" and e.new_state is TaskState.COMPLETED else None],
+        listeners=[
+            lambda e: (
+                b_done.set()
+                if getattr(e, "task", "") == "b" and e.new_state is TaskState.COMPLETED
+                else None
+            )
+        ],
     )
     assert looped.wait(WAIT)
     assert b_done.wait(WAIT)
@@ -278,7 +282,11 @@ def test_ctx_is_read_only_and_a_snapshot() -> None:
     tasks = [
         {"name": "first", "fn": first},
         {"name": "second", "fn": second},
-        {"name": "last", "fn": lambda ctx, _i: {"saw": sorted(ctx)}, "dependencies": {"first", "second"}},
+        {
+            "name": "last",
+            "fn": lambda ctx, _i: {"saw": sorted(ctx)},
+            "dependencies": {"first", "second"},
+        },
     ]
     result = d.run(tasks, ctx={"init": 0}, max_concurrency=2).get(timeout=WAIT)
     assert result.ok
@@ -309,9 +317,7 @@ def test_result_ctx_is_merged_in_completion_order() -> None:
         time.sleep(0.02)
         return {"k": "b", "b": 1}
 
-    result = d.run([Task("b", b), Task("a", a)], ctx={"z": 0}, max_concurrency=2).get(
-        timeout=WAIT
-    )
+    result = d.run([Task("b", b), Task("a", a)], ctx={"z": 0}, max_concurrency=2).get(timeout=WAIT)
     assert list(result.ctx) == ["z", "k", "a", "b"]
     assert result.ctx["k"] == "b"
 

@@ -40,4 +40,3 @@ def test_the_etl_example_retries_the_flaky_fetch_and_completes() -> None:
     assert "fetch-users > running -> completed #2" in out
     assert "state: completed" in out
     assert "totals: {'ada': 35, 'grace': 12}" in out
-
