@@ -6,7 +6,9 @@ caller's thread and leaves nothing behind.
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import os
 import time
 import uuid
@@ -17,7 +19,7 @@ from typing import Any
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener
-from daguerreo_actors._task import Task, is_positive_seconds
+from daguerreo_actors._task import Task, is_positive_seconds, to_seconds
 from daguerreo_actors._validation import build_graph
 
 #: The default ``max_concurrency``: one running task per CPU.
@@ -80,8 +82,10 @@ def run(
     task_tuple, graph = build_graph(tasks)
 
     job_deadline = None
-    if timeout is not None and not math.isinf(timeout):
-        job_deadline = started + float(timeout)
+    if timeout is not None:
+        seconds = to_seconds(timeout)
+        if not math.isinf(seconds):
+            job_deadline = started + seconds
     job = Job(uuid.uuid4().hex)
     JobActor.start(
         job,
@@ -98,6 +102,6 @@ def run(
 
 
 def _option_error(name: str, value: object, expected: str) -> Exception:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | decimal.Decimal):
         return TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     return ValueError(f"{name} must be {expected}, got {value!r}")

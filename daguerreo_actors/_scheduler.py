@@ -71,6 +71,10 @@ _NEXT: dict[TaskState, frozenset[TaskState]] = {
 }
 
 
+def _as_dict(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return mapping if type(mapping) is dict else dict(mapping)
+
+
 def retry_allowed(attempts: int, max_retries: int) -> bool:
     """The retry policy: ``max_retries + 1`` attempts in all."""
     return attempts <= max_retries
@@ -106,7 +110,9 @@ class Scheduler:
         self.running = 0
         self.unfinished = n
         self.initial_ctx: Mapping[Any, Any] = {} if ctx is None else ctx
-        self.ctx: immutables.Map[Any, Any] = immutables.Map(self.initial_ctx)
+        # immutables.Map reads any mapping but a dict or a Map as a sequence
+        # of pairs, so hand it a dict.
+        self.ctx: immutables.Map[Any, Any] = immutables.Map(_as_dict(self.initial_ctx))
         self.outputs: list[Mapping[Any, Any]] = []
         self.job_state = JobState.IDLE
         self.record = record
@@ -141,7 +147,7 @@ class Scheduler:
         self.running -= 1
         self.unfinished -= 1
         if result:
-            self.ctx = self.ctx.update(result)
+            self.ctx = self.ctx.update(_as_dict(result))
         self.outputs.append(result)
         waiting_on = self.waiting_on
         released: list[int] = []
@@ -176,6 +182,7 @@ class Scheduler:
         """The attempt raised; ``retry`` is the supervisor's decision."""
         if not self._is_current(node, attempt):
             return None
+        self._check_retry(node, retry)
         self._set(node, _EXCEPTION, exception)
         self.running -= 1
         return self._after_failure(node, _EXCEPTION, exception, retry)
@@ -184,6 +191,7 @@ class Scheduler:
         """The attempt passed its deadline; ``retry`` is the supervisor's decision."""
         if not self._is_current(node, attempt):
             return None
+        self._check_retry(node, retry)
         self._set(node, _TIMED_OUT)
         self.running -= 1
         return self._after_failure(node, _TIMED_OUT, None, retry)
@@ -234,6 +242,15 @@ class Scheduler:
             and self.job_state is JobState.RUNNING
         )
 
+    def _check_retry(self, node: int, retry: bool) -> None:
+        # Checked before anything changes, so a refused retry leaves the task
+        # RUNNING, and ending the job then cancels it like any running task.
+        if retry and not retry_allowed(self.attempts[node], self.max_retries[node]):
+            raise InternalError(
+                f"retry of node {node} refused: {self.attempts[node]} attempts "
+                f"already, max_retries={self.max_retries[node]}"
+            )
+
     def _after_failure(
         self,
         node: int,
@@ -242,11 +259,6 @@ class Scheduler:
         retry: bool,
     ) -> list[int]:
         if retry:
-            if not retry_allowed(self.attempts[node], self.max_retries[node]):
-                raise InternalError(
-                    f"retry of node {node} refused: {self.attempts[node]} attempts "
-                    f"already, max_retries={self.max_retries[node]}"
-                )
             self._set(node, _READY)
             self.ready.append(node)
             return self._dispatch()

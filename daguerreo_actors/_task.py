@@ -8,10 +8,11 @@ by exactly the same rules (see ``_validation.py``).
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from daguerreo_actors._errors import InvalidTasksError, TaskError
 
@@ -29,39 +30,48 @@ TASK_KEYS: tuple[str, ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class Task:
     """One node of a job's DAG.
 
     ``fn(ctx, is_active)`` must return a mapping, which is merged into the
     job's context. ``dependencies`` names the tasks whose results this one
-    needs; ``timeout`` (seconds, per attempt) and ``max_retries`` (overriding
-    the job's) bound each attempt and their number; a ``continue_on_failure``
-    task that fails does not fail the job.
+    needs (any iterable of names, stored as a frozenset); ``timeout``
+    (seconds per attempt, stored as a float; None or inf for none) and
+    ``max_retries`` (overriding the job's) bound each attempt and their
+    number; a ``continue_on_failure`` task that fails does not fail the job.
+
+    Raises :class:`InvalidTasksError` with every field error at once.
     """
 
     name: str
     fn: TaskFn
-    dependencies: frozenset[str] = frozenset()
-    timeout: float | None = None
-    max_retries: int | None = None
-    continue_on_failure: bool = False
+    dependencies: frozenset[str]
+    timeout: float | None
+    max_retries: int | None
+    continue_on_failure: bool
 
-    def __post_init__(self) -> None:
-        deps, errors = _check(
-            self.name,
-            self.fn,
-            self.dependencies,
-            self.timeout,
-            self.max_retries,
-            self.continue_on_failure,
-        )
+    # A hand-written __init__ so ``dependencies`` can be typed as the
+    # iterable it accepts while the field holds the frozenset it stores.
+    def __init__(
+        self,
+        name: str,
+        fn: TaskFn,
+        dependencies: Iterable[str] = (),
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        continue_on_failure: bool = False,
+    ) -> None:
+        deps, errors = _check(name, fn, dependencies, timeout, max_retries, continue_on_failure)
         if errors:
             raise InvalidTasksError(errors)
-        if deps is not self.dependencies:
-            object.__setattr__(self, "dependencies", deps)
-        if self.timeout is not None and type(self.timeout) is not float:
-            object.__setattr__(self, "timeout", float(self.timeout))
+        set_field = object.__setattr__
+        set_field(self, "name", name)
+        set_field(self, "fn", fn)
+        set_field(self, "dependencies", deps)
+        set_field(self, "timeout", None if timeout is None else to_seconds(timeout))
+        set_field(self, "max_retries", max_retries)
+        set_field(self, "continue_on_failure", continue_on_failure)
 
 
 def field_errors(fields: Mapping[str, Any]) -> list[TaskError]:
@@ -148,10 +158,30 @@ def _check(
 
 
 def is_positive_seconds(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """A number of seconds > 0: not bool, not NaN; inf and huge ints count."""
+    if isinstance(value, bool):
         return False
-    number = float(value)
-    return not math.isnan(number) and number > 0
+    if isinstance(value, int):
+        return value > 0
+    if isinstance(value, decimal.Decimal):
+        return not value.is_nan() and value > 0
+    if not isinstance(value, numbers.Real):
+        return False
+    try:
+        if math.isnan(value):
+            return False
+    except OverflowError:  # a huge Fraction: a real number, not NaN
+        pass
+    positive: bool = cast(Any, value) > 0  # numbers.Real declares no ordering
+    return positive
+
+
+def to_seconds(value: float | int | decimal.Decimal) -> float:
+    """Seconds as a float; a number too large for a float is inf (no timeout)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _describe(value: object) -> str:

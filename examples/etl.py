@@ -96,8 +96,10 @@ def main() -> int:
     result = job.get(timeout=15.0)
     job.wait_for_listeners(timeout=5.0)
     print(f"\nstate: {result.state}, attempts: {dict(result.attempts)}")
-    print(f"totals: {result.ctx.get('totals')}, queued: {result.ctx.get('queued')}, "
-          f"db rows: {result.ctx.get('db_rows')}")
+    print(
+        f"totals: {result.ctx.get('totals')}, queued: {result.ctx.get('queued')}, "
+        f"db rows: {result.ctx.get('db_rows')}"
+    )
     return 0 if result.ok else 1
 
 

@@ -155,7 +155,8 @@ def test_cancel_stops_a_looping_task_through_is_active() -> None:
     assert result.state is JobState.CANCELLED
     assert result.ctx == {"v": 1}
     assert result.task_states["a"] is TaskState.CANCELLED
-    assert result.failed_task is None and result.exception is None
+    assert result.failed_task is None
+    assert result.exception is None
 
 
 def test_a_non_mapping_result_fails_the_job_without_retry() -> None:
@@ -477,7 +478,8 @@ def test_a_failing_continue_on_failure_task_lets_the_job_complete() -> None:
     assert result.state is JobState.COMPLETED
     assert result.task_states == {"main": TaskState.COMPLETED, "extra": TaskState.FAILED}
     assert result.attempts["extra"] == 2
-    assert result.failed_task is None and result.exception is None
+    assert result.failed_task is None
+    assert result.exception is None
 
 
 def test_a_failure_skips_what_did_not_start_and_cancels_what_runs() -> None:

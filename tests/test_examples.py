@@ -31,7 +31,8 @@ def test_the_smoothie_prints_transitions_and_the_final_ctx() -> None:
     assert "JOB > running -> completed" in lines
     assert "state: completed" in out
     assert "smoothie: 'sugar + " in out
-    assert "fruit:" in out and "liquids:" in out
+    assert "fruit:" in out
+    assert "liquids:" in out
 
 
 def test_the_etl_example_retries_the_flaky_fetch_and_completes() -> None:
