@@ -162,45 +162,39 @@ class JobActor(pykka.ThreadingActor):
 
     def _on_succeeded(self, message: Succeeded) -> None:
         started = self._core.completed(message.node, message.attempt, message.result)
-        if started is None:
-            self._log.late_result(self._names[message.node], message.attempt)
-            return
-        actor = self._actors.pop(message.node, None)
-        if actor is not None:
-            actor.stop()
-        self._carry_out(started)
+        self._after_outcome(message.node, message.attempt, started, release=True)
 
     def _on_invalid(self, message: ReturnedInvalid) -> None:
         started = self._core.invalid_result(message.node, message.attempt, message.value)
-        if started is None:
-            self._log.late_result(self._names[message.node], message.attempt)
-            return
-        actor = self._actors.pop(message.node, None)
-        if actor is not None:
-            actor.stop()
-        self._carry_out(started)
+        self._after_outcome(message.node, message.attempt, started, release=True)
 
     def _on_retry_decision(self, message: RetryDecision) -> None:
         started = self._core.failed(message.node, message.attempt, message.exception, message.retry)
-        if started is None:
-            self._log.late_result(self._names[message.node], message.attempt)
-            return
-        if not message.retry:
-            actor = self._actors.pop(message.node, None)
-            if actor is not None:
-                actor.stop()
-        self._carry_out(started)
+        # A retry after an exception reuses the node's (now idle) TaskActor.
+        self._after_outcome(message.node, message.attempt, started, release=not message.retry)
 
     def _on_deadline(self, message: DeadlinePassed) -> None:
         started = self._core.timed_out(message.node, message.attempt, message.retry)
         if started is None:
-            return
+            return  # the attempt had already ended
         # The attempt's thread may still be busy in the task function: the
         # actor is abandoned (is_active() turns False) and a retry gets a
         # fresh one.
         actor = self._actors.pop(message.node, None)
         if actor is not None:
             actor.abandon()
+        self._carry_out(started)
+
+    def _after_outcome(
+        self, node: int, attempt: int, started: list[int] | None, *, release: bool
+    ) -> None:
+        if started is None:
+            self._log.late_result(self._names[node], attempt)
+            return
+        if release:
+            actor = self._actors.pop(node, None)
+            if actor is not None:
+                actor.stop()
         self._carry_out(started)
 
     def _on_job_deadline(self, _message: JobDeadlinePassed) -> None:
@@ -303,20 +297,30 @@ class JobActor(pykka.ThreadingActor):
             events.append(JobEvent(self._job_id, old, new, now))
 
     def _finish(self) -> None:
-        for actor in self._actors.values():
-            actor.abandon()
-        self._actors.clear()
         core = self._core
-        names = self._names
-        result = JobResult(
-            state=core.job_state,
-            ctx=core.final_ctx(),
-            task_states=MappingProxyType(dict(zip(names, core.states, strict=True))),
-            attempts=MappingProxyType(dict(zip(names, core.attempts, strict=True))),
-            failed_task=None if core.failed_task is None else names[core.failed_task],
+        failed = core.failed_task
+        self._resolve(
+            core.job_state,
+            core.final_ctx(),
+            failed_task=None if failed is None else self._names[failed],
             failure_reason=core.failure_reason,
             exception=core.exception,
             invalid_result=core.invalid_result_value,
+        )
+
+    def _resolve(self, state: JobState, ctx: dict[Any, Any], **failure: Any) -> None:
+        """Abandon what runs, stop the children, resolve the Job, stop."""
+        for actor in self._actors.values():
+            actor.abandon()
+        self._actors.clear()
+        names = self._names
+        core = self._core
+        result = JobResult(
+            state=state,
+            ctx=ctx,
+            task_states=MappingProxyType(dict(zip(names, core.states, strict=True))),
+            attempts=MappingProxyType(dict(zip(names, core.attempts, strict=True))),
+            **failure,
         )
         self._stop_children()
         self._job._resolve(result)
@@ -349,23 +353,8 @@ class JobActor(pykka.ThreadingActor):
             self._resolve_bare(error)
 
     def _resolve_bare(self, exc: BaseException) -> None:
-        if self._job.done():
-            return
-        for actor in self._actors.values():
-            actor.abandon()
-        self._stop_children()
-        self._job._resolve(
-            JobResult(
-                state=JobState.FAILED,
-                ctx=dict(self._core.initial_ctx),
-                task_states=MappingProxyType(
-                    dict(zip(self._names, self._core.states, strict=True))
-                ),
-                attempts=MappingProxyType(dict(zip(self._names, self._core.attempts, strict=True))),
-                exception=exc,
-            )
-        )
-        self.stop()
+        if not self._job.done():
+            self._resolve(JobState.FAILED, dict(self._core.initial_ctx), exception=exc)
 
 
 def _run_inline(actor: TaskActor) -> None:

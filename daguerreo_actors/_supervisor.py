@@ -23,6 +23,7 @@ ignores deadlines of attempts that are no longer running.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import queue
 import time
@@ -42,6 +43,7 @@ from daguerreo_actors._messages import (
 from daguerreo_actors._scheduler import retry_allowed
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Wake:
     """The synthetic message of a passed deadline."""
 

@@ -880,3 +880,57 @@ def test_a_shut_down_executor_fails_the_attempts_clearly() -> None:
     assert result.state is JobState.FAILED
     assert isinstance(result.exception, RuntimeError)
     assert result.attempts == {"a": 2}
+
+
+# -- internal errors -------------------------------------------------------------
+
+
+def test_an_internal_error_in_the_job_actor_fails_the_job_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daguerreo_actors import _scheduler
+
+    def broken(*_args: Any) -> None:
+        raise KeyError("bookkeeping bug")
+
+    monkeypatch.setattr(_scheduler.Scheduler, "completed", broken)
+    result = d.run([Task("a", incer), Task("b", incer, ["a"])], ctx={"v": 0}).get(timeout=WAIT)
+    assert result.state is JobState.FAILED
+    assert isinstance(result.exception, d.InternalError)
+    assert isinstance(result.exception.__cause__, KeyError)
+    assert "job_actor" in str(result.exception)
+    assert result.task_states == {"a": TaskState.CANCELLED, "b": TaskState.SKIPPED}
+
+
+def test_an_internal_error_in_the_supervisor_fails_the_job_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daguerreo_actors import _supervisor
+
+    def broken(*_args: Any) -> bool:
+        raise ZeroDivisionError("policy bug")
+
+    monkeypatch.setattr(_supervisor, "retry_allowed", broken)
+    result = d.run([Task("a", thrower)]).get(timeout=WAIT)
+    assert result.state is JobState.FAILED
+    assert isinstance(result.exception, d.InternalError)
+    assert "supervisor" in str(result.exception)
+    assert isinstance(result.exception.__cause__, ZeroDivisionError)
+
+
+def test_an_internal_error_while_ending_still_resolves_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daguerreo_actors import _scheduler
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("cannot even end")
+
+    monkeypatch.setattr(_scheduler.Scheduler, "completed", broken)
+    monkeypatch.setattr(_scheduler.Scheduler, "end", broken)
+    job = d.run([Task("a", incer)], ctx={"v": 0})
+    result = job.get(timeout=WAIT)
+    assert result.state is JobState.FAILED
+    assert isinstance(result.exception, d.InternalError)
+    assert result.ctx == {"v": 0}
+    assert job.state is JobState.FAILED
