@@ -14,15 +14,24 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/smoothie.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run
+
 lint: $(STAMP)
-	$(BIN)/ruff check daguerreo_actors tests examples
-	$(BIN)/ruff format --check daguerreo_actors tests examples
+	$(BIN)/ruff check daguerreo_actors tests examples bench
+	$(BIN)/ruff format --check daguerreo_actors tests examples bench
 	$(BIN)/mypy daguerreo_actors
 
 clean:
