@@ -59,7 +59,15 @@ from daguerreo_actors._scheduler import Scheduler
 from daguerreo_actors._states import JobState
 from daguerreo_actors._supervisor import Supervisor
 from daguerreo_actors._task import Task
-from daguerreo_actors._task_actor import TaskActor
+from daguerreo_actors._task_actor import Offers, TaskActor
+
+#: How many offers per slot the JobActor keeps published. A thread that
+#: takes offers back to back runs ahead of the JobActor, which reads its
+#: reports in batches; offers run dry when the chain outruns this depth.
+#: Measured on 10k no-op tasks, max_concurrency=2 (docs/benchmarks.md): at
+#: 2 offers per slot a thread still slept on every fifth task, at 16 on one
+#: in seventeen.
+OFFERS_PER_SLOT = 16
 
 
 class JobActor(pykka.ThreadingActor):
@@ -99,6 +107,9 @@ class JobActor(pykka.ThreadingActor):
         )
         self._has_timeouts = any(t is not None for t in self._timeouts)
         self._log = TransitionLog(job.id)
+        # Offers let a pool thread that finished an attempt start the next
+        # one without waiting for us; a user executor runs its own queue.
+        self._offers: Offers | None = None
         self._core = Scheduler(
             graph,
             max_concurrency=max_concurrency,
@@ -106,9 +117,13 @@ class JobActor(pykka.ThreadingActor):
             continue_on_failure=[t.continue_on_failure for t in tasks],
             ctx=ctx,
             record=bool(listeners) or self._log.debug_enabled,
-            claim=job._claim_end,
+            decide_end=job._claim_end,
+            revoke=self._revoke,
         )
+        if executor is None:
+            self._offers = Offers(self._core.ctx)
         self._actors: dict[int, TaskActor] = {}
+        self._offered: dict[int, TaskActor] = {}
         self._proxies: list[pykka.ActorRef[Any]] = []
         self._supervisor: pykka.ActorRef[Any] | None = None
         self._dispatch: Callable[[TaskActor], None]
@@ -149,19 +164,31 @@ class JobActor(pykka.ThreadingActor):
         except BaseException as exc:  # noqa: BLE001
             self._internal_error("job_actor.start", exc)
 
-    def on_receive(self, message: Any) -> None:
+    def _handle_receive(self, message: Any) -> Any:
+        # Our messages skip pykka's four isinstance checks for proxy calls;
+        # anything else (its stop message) goes the usual way.
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return super()._handle_receive(message)
         try:
-            handler = self._handlers.get(type(message))
-            if handler is None:
-                raise TypeError(f"unexpected message {message!r}")
             handler(message)
         except BaseException as exc:  # noqa: BLE001
             self._internal_error("job_actor", exc)
+        return None
+
+    def on_receive(self, message: Any) -> None:
+        self._internal_error("job_actor", TypeError(f"unexpected message {message!r}"))
 
     # -- handlers -------------------------------------------------------------
 
     def _on_succeeded(self, message: Succeeded) -> None:
-        started = self._core.completed(message.node, message.attempt, message.result)
+        claimed = message.claimed
+        started = self._core.completed(message.node, message.attempt, message.result, claimed)
+        if claimed is not None and started is not None:
+            # The reporting thread already runs the offer it took.
+            actor = self._offered.pop(claimed)
+            self._actors[claimed] = actor
+            self._arm(claimed, message.claimed_at)
         self._after_outcome(message.node, message.attempt, started, release=True)
 
     def _on_invalid(self, message: ReturnedInvalid) -> None:
@@ -174,16 +201,19 @@ class JobActor(pykka.ThreadingActor):
         self._after_outcome(message.node, message.attempt, started, release=not message.retry)
 
     def _on_deadline(self, message: DeadlinePassed) -> None:
-        started = self._core.timed_out(message.node, message.attempt, message.retry)
-        if started is None:
+        node = message.node
+        if not self._core.is_running(node, message.attempt):
             return  # the attempt had already ended
+        actor = self._actors.get(node)
+        if actor is not None and not actor.abandon():
+            return  # it finished in time; its report is on the way
         # The attempt's thread may still be busy in the task function: the
         # actor is abandoned (is_active() turns False) and a retry gets a
         # fresh one.
-        actor = self._actors.pop(message.node, None)
-        if actor is not None:
-            actor.abandon()
-        self._carry_out(started)
+        self._actors.pop(node, None)
+        started = self._core.timed_out(node, message.attempt, message.retry)
+        if started is not None:
+            self._carry_out(started)
 
     def _after_outcome(
         self, node: int, attempt: int, started: list[int] | None, *, release: bool
@@ -214,40 +244,73 @@ class JobActor(pykka.ThreadingActor):
         if started:
             self._start(started)
         core = self._core
+        offers = self._offers
+        if offers is not None and not core.ended:
+            offers.ctx = core.ctx
+            if core.ready:
+                self._offer()
         if core.transitions or core.job_transitions:
             self._flush()
         if core.ended:
             self._finish()
+
+    def _offer(self) -> None:
+        core = self._core
+        nodes = core.offer(OFFERS_PER_SLOT * core.max_concurrency)
+        if not nodes:
+            return
+        attempts = core.attempts
+        published = []
+        for node in nodes:
+            actor = self._offered[node] = self._new_actor(node)
+            published.append((actor, attempts[node] + 1))
+        assert self._offers is not None
+        self._offers.publish(published)
+
+    def _revoke(self, node: int) -> bool:
+        return self._offers is None or self._offers.revoke(node)
 
     def _start(self, nodes: list[int]) -> None:
         core = self._core
         ctx = core.ctx
         attempts = core.attempts
         actors = self._actors
-        tasks = self._tasks
+        offered = self._offered
         for node in nodes:
-            actor = actors.get(node)
-            if actor is None:
-                task = tasks[node]
-                actor = TaskActor(
-                    node,
-                    task.name,
-                    task.fn,
-                    job_id=self._job_id,
-                    job_ref=self.actor_ref,
-                    supervisor_ref=self._supervisor_ref(),
-                    dispatch=self._dispatch,
-                    executor=self._executor,
-                )
-                actors[node] = actor
             attempt = attempts[node]
             if self._has_timeouts:
-                timeout = self._timeouts[node]
-                if timeout is not None:
-                    self._supervisor_ref().tell(
-                        ArmDeadline(node, attempt, time.monotonic() + timeout)
-                    )
+                self._arm(node, time.monotonic())
+            actor = offered.pop(node, None)  # an offer we took back
+            if actor is not None:
+                actors[node] = actor
+            else:
+                actor = actors.get(node)
+                if actor is None:
+                    actor = actors[node] = self._new_actor(node)
+                else:
+                    actor.rearm()  # the same node's actor, idle after an exception
             actor.tell(RunAttempt(attempt, ctx))
+
+    def _new_actor(self, node: int) -> TaskActor:
+        task = self._tasks[node]
+        return TaskActor(
+            node,
+            task.name,
+            task.fn,
+            job_id=self._job_id,
+            job_ref=self.actor_ref,
+            supervisor_ref=self._supervisor_ref(),
+            dispatch=self._dispatch,
+            executor=self._executor,
+            offers=self._offers,
+        )
+
+    def _arm(self, node: int, started_at: float) -> None:
+        timeout = self._timeouts[node]
+        if timeout is not None:
+            self._supervisor_ref().tell(
+                ArmDeadline(node, self._core.attempts[node], started_at + timeout)
+            )
 
     def _supervisor_ref(self) -> pykka.ActorRef[Any]:
         if self._supervisor is None:
@@ -312,7 +375,10 @@ class JobActor(pykka.ThreadingActor):
         """Abandon what runs, stop the children, resolve the Job, stop."""
         for actor in self._actors.values():
             actor.abandon()
+        for actor in self._offered.values():
+            actor.abandon()
         self._actors.clear()
+        self._offered.clear()
         names = self._names
         core = self._core
         result = JobResult(

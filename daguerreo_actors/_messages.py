@@ -3,7 +3,8 @@
 Who sends what (the success path has two hops; the supervisor is off it):
 
 - JobActor -> TaskActor: :class:`RunAttempt` (the ctx snapshot travels with it).
-- TaskActor -> JobActor: :class:`Succeeded` or :class:`ReturnedInvalid`.
+- TaskActor -> JobActor: :class:`Succeeded` (naming the offer its thread
+  took, if any) or :class:`ReturnedInvalid`.
 - TaskActor -> Supervisor: :class:`AttemptRaised`; the supervisor answers the
   JobActor with :class:`RetryDecision`.
 - JobActor -> Supervisor: :class:`ArmDeadline` (only for tasks with a
@@ -34,6 +35,9 @@ class Succeeded:
     node: int
     attempt: int
     result: Mapping[Any, Any]
+    #: The offered node the reporting thread took, and when (monotonic).
+    claimed: int | None = None
+    claimed_at: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ _log = structlog.get_logger("daguerreo_actors")
 
 
 class Runnable(Protocol):
-    def run(self) -> None: ...
+    def run(self) -> Runnable | None:
+        """Do the work; may return the next item for this same thread."""
 
 
 class WorkerPool:
@@ -81,12 +82,12 @@ class WorkerPool:
         get = self._queue.get
         timeout = self._idle_timeout
         while True:
-            if item is not None:
+            while item is not None:
                 try:
-                    item.run()
+                    item = item.run()
                 except BaseException:  # noqa: BLE001  # pragma: no cover - TaskActor catches all
                     _log.exception("pool_item_failed")
-                item = None
+                    item = None
             with lock:
                 self._idle += 1
             while item is None:

@@ -64,11 +64,13 @@ _SKIPPED = TaskState.SKIPPED
 #: warning level or above).
 NOTABLE_STATES: frozenset[TaskState] = frozenset({_EXCEPTION, _TIMED_OUT, _INVALID_RESULT, _FAILED})
 
-# The table, re-keyed for the hot path: one dict lookup by the old state and
-# a set membership test, instead of hashing an (old, new) tuple.
-_NEXT: dict[TaskState, frozenset[TaskState]] = {
-    state: frozenset(new for old, new in TASK_TRANSITIONS if old is state) for state in TaskState
+# The table, re-keyed by id() for the hot path: Enum.__hash__ is a Python
+# function, and hashing an (old, new) tuple calls it twice per transition.
+_NEXT: dict[int, frozenset[int]] = {
+    id(state): frozenset(id(new) for old, new in TASK_TRANSITIONS if old is state)
+    for state in TaskState
 }
+_NOTABLE: frozenset[int] = frozenset(map(id, NOTABLE_STATES))
 
 
 def _as_dict(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
@@ -92,7 +94,8 @@ class Scheduler:
         continue_on_failure: Sequence[bool],
         ctx: Mapping[Any, Any] | None = None,
         record: bool = True,
-        claim: Callable[[JobState], JobState] | None = None,
+        decide_end: Callable[[JobState], JobState] | None = None,
+        revoke: Callable[[int], bool] | None = None,
     ) -> None:
         n = len(graph)
         if len(max_retries) != n or len(continue_on_failure) != n:
@@ -115,6 +118,8 @@ class Scheduler:
         self.ctx: immutables.Map[Any, Any] = immutables.Map(_as_dict(self.initial_ctx))
         self.outputs: list[Mapping[Any, Any]] = []
         self.job_state = JobState.IDLE
+        #: True once the job is in a terminal state.
+        self.ended = False
         self.record = record
         self.transitions: list[Transition] = []
         # (position in ``transitions`` when it happened, old, new): lets the
@@ -124,7 +129,13 @@ class Scheduler:
         self.failure_reason: TaskState | None = None
         self.exception: BaseException | None = None
         self.invalid_result_value: Any = None
-        self._claim = claim
+        self._decide_end = decide_end
+        # Offers (see the module docstring): ``offered`` is always a prefix
+        # of ``ready``; ``claimed`` holds nodes a worker has taken whose start
+        # has not been reported yet.
+        self.offered: set[int] = set()
+        self.claimed: set[int] = set()
+        self._revoke = revoke
 
     # -- inputs -----------------------------------------------------------
 
@@ -139,13 +150,27 @@ class Scheduler:
         self._make_ready(roots)
         return self._dispatch()
 
-    def completed(self, node: int, attempt: int, result: Mapping[Any, Any]) -> list[int] | None:
-        """The attempt returned a mapping: merge it, release dependents."""
+    def completed(
+        self,
+        node: int,
+        attempt: int,
+        result: Mapping[Any, Any],
+        claimed: int | None = None,
+    ) -> list[int] | None:
+        """The attempt returned a mapping: merge it, release dependents.
+
+        ``claimed`` is the offered node the reporting worker took and started
+        in the slot this attempt freed.
+        """
         if not self._is_current(node, attempt):
+            if claimed is not None and not self.ended:
+                raise InternalError(f"a stale report of node {node} claims node {claimed}")
             return None
         self._set(node, _COMPLETED, result)
         self.running -= 1
         self.unfinished -= 1
+        if claimed is not None:
+            self._start_claimed(claimed)
         if result:
             self.ctx = self.ctx.update(_as_dict(result))
         self.outputs.append(result)
@@ -210,11 +235,21 @@ class Scheduler:
         self._end(state, failure=None if exception is None else (-1, None, exception, None))
         return True
 
-    # -- queries ----------------------------------------------------------
+    def offer(self, limit: int) -> list[int]:
+        """Offer READY nodes for workers to take when they free a slot.
 
-    @property
-    def ended(self) -> bool:
-        return self.job_state.is_terminal
+        Tops the offers up to ``limit`` from the front of the ready queue and
+        returns the nodes newly offered, in queue order.
+        """
+        ready = self.ready
+        offered = self.offered
+        first = len(offered)
+        last = min(limit, len(ready))
+        new = [ready[position] for position in range(first, last)]
+        offered.update(new)
+        return new
+
+    # -- queries ----------------------------------------------------------
 
     def take_transitions(self) -> list[Transition]:
         taken = self.transitions
@@ -235,12 +270,35 @@ class Scheduler:
 
     # -- internals --------------------------------------------------------
 
+    def is_running(self, node: int, attempt: int) -> bool:
+        """True if ``attempt`` of ``node`` is the one running now."""
+        return self._is_current(node, attempt)
+
     def _is_current(self, node: int, attempt: int) -> bool:
         return (
             self.states[node] is _RUNNING
             and self.attempts[node] == attempt
             and self.job_state is JobState.RUNNING
         )
+
+    def _withdraw(self, node: int) -> bool:
+        """Take back an offer; False if a worker took it first (now claimed)."""
+        if self._revoke is None or self._revoke(node):
+            return True
+        self.claimed.add(node)
+        return False
+
+    def _start_claimed(self, node: int) -> None:
+        if node in self.claimed:
+            self.claimed.discard(node)
+        elif node in self.offered:
+            self.offered.discard(node)
+            self.ready.remove(node)
+        else:
+            raise InternalError(f"node {node} was started without an offer")
+        self.attempts[node] += 1
+        self._set(node, _RUNNING)
+        self.running += 1
 
     def _check_retry(self, node: int, retry: bool) -> None:
         # Checked before anything changes, so a refused retry leaves the task
@@ -287,8 +345,13 @@ class Scheduler:
         started: list[int] = []
         ready = self.ready
         attempts = self.attempts
+        offered = self.offered
         while self.running < self.max_concurrency and ready:
             node = ready.popleft()
+            if node in offered:
+                offered.discard(node)
+                if not self._withdraw(node):
+                    continue  # a worker took it; its start comes with a report
             attempts[node] += 1
             self._set(node, _RUNNING)
             self.running += 1
@@ -297,10 +360,10 @@ class Scheduler:
 
     def _set(self, node: int, new: TaskState, payload: Any = None) -> None:
         old = self.states[node]
-        if new not in _NEXT[old]:
+        if id(new) not in _NEXT[id(old)]:
             raise InternalError(f"illegal transition of {self.graph.names[node]!r}: {old} -> {new}")
         self.states[node] = new
-        if self.record or new in NOTABLE_STATES:
+        if self.record or id(new) in _NOTABLE:
             self.transitions.append((node, old, new, self.attempts[node], payload))
 
     def _set_job(self, new: JobState) -> None:
@@ -308,6 +371,7 @@ class Scheduler:
         if (old, new) not in JOB_TRANSITIONS:
             raise InternalError(f"illegal job transition: {old} -> {new}")
         self.job_state = new
+        self.ended = new.is_terminal
         self.job_transitions.append((len(self.transitions), old, new))
 
     def _end(
@@ -315,17 +379,28 @@ class Scheduler:
         state: JobState,
         failure: tuple[int, TaskState | None, BaseException | None, Any] | None = None,
     ) -> None:
-        if self._claim is not None:
-            state = self._claim(state)
+        if self._decide_end is not None:
+            state = self._decide_end(state)
+        # Withdraw every offer; one a worker already took has started, and is
+        # cancelled like any running task.
+        for node in list(self.ready)[: len(self.offered)]:
+            self._withdraw(node)
+        self.offered.clear()
         if self.unfinished:
             states = self.states
+            claimed = self.claimed
             for node in range(len(states)):
                 current = states[node]
                 if current is _RUNNING:
                     self._set(node, _CANCELLED)
                     self.running -= 1
+                elif current is _READY and node in claimed:
+                    self.attempts[node] += 1
+                    self._set(node, _RUNNING)
+                    self._set(node, _CANCELLED)
                 elif current is _READY or current is _UNSCHEDULED:
                     self._set(node, _SKIPPED)
+            claimed.clear()
             self.ready.clear()
             self.unfinished = 0
         if state is JobState.FAILED and failure is not None:

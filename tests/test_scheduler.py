@@ -90,7 +90,7 @@ def scheduler(
         ),
         ctx=ctx,
         record=record,
-        claim=claim,
+        decide_end=claim,
     )
 
 
