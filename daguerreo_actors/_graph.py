@@ -36,15 +36,34 @@ def build_adjacency(
     return tuple(tuple(d) for d in dependents)
 
 
-def find_cycles(edges: Sequence[Sequence[int]]) -> list[list[int]]:
+def find_cycles(
+    edges: Sequence[Sequence[int]],
+    reverse: Sequence[Sequence[int]] | None = None,
+) -> list[list[int]]:
     """One cycle per strongly connected component that has one.
 
-    ``edges[i]`` lists the nodes ``i`` points to. Each cycle is returned as
-    a list of nodes starting and ending with the same node, starting at the
-    component's lowest-numbered node, following edge direction. Tarjan's
-    algorithm, written with an explicit stack.
+    ``edges[i]`` lists the nodes ``i`` points to (``reverse``, its inverse,
+    is built if not given). Each cycle is returned as a list of nodes
+    starting and ending with the same node, starting at the component's
+    lowest-numbered node, following edge direction.
+
+    First peels the graph Kahn-style (a node whose edges all lead to peeled
+    nodes is on no cycle): for a DAG, the common case, that is all there is.
+    Tarjan's algorithm, with an explicit stack, runs only on what is left.
     """
     n = len(edges)
+    if reverse is None:
+        reverse = build_adjacency(edges)
+    pending = [len(targets) for targets in edges]
+    peel = [node for node in range(n) if pending[node] == 0]
+    for node in peel:  # grows while iterating: a breadth-first peel
+        for source in reverse[node]:
+            pending[source] -= 1
+            if pending[source] == 0:
+                peel.append(source)
+    if len(peel) == n:
+        return []
+    left = [count > 0 for count in pending]
     index = [-1] * n
     low = [0] * n
     on_stack = [False] * n
@@ -52,7 +71,7 @@ def find_cycles(edges: Sequence[Sequence[int]]) -> list[list[int]]:
     components: list[list[int]] = []
     counter = 0
     for root in range(n):
-        if index[root] != -1:
+        if index[root] != -1 or not left[root]:
             continue
         # Each frame: (node, position of the next edge to look at).
         work: list[tuple[int, int]] = [(root, 0)]
@@ -66,6 +85,8 @@ def find_cycles(edges: Sequence[Sequence[int]]) -> list[list[int]]:
             if pos < len(targets):
                 work[-1] = (node, pos + 1)
                 nxt = targets[pos]
+                if not left[nxt]:
+                    continue  # peeled: on no cycle
                 if index[nxt] == -1:
                     index[nxt] = low[nxt] = counter
                     counter += 1

@@ -12,6 +12,19 @@ State, all indexed by node (a task's position in the validated list):
 - ``outputs``: the results merged so far, in completion order (the final
   ``JobResult.ctx`` is rebuilt from these so it keeps that order).
 
+Offers (why: see ``_task_actor.py``): ``offer(limit)`` publishes the first
+READY nodes of the queue so that a worker thread that frees a slot can start
+the next node without waiting for the actor. ``offered`` is always a prefix
+of ``ready``. A report ``completed(..., claimed=X)`` says the reporting
+thread took X and started it in the slot it freed: X goes READY -> RUNNING
+right after the completion. Before starting an offered node itself, the
+core asks the ``revoke`` hook to take the offer back; if a thread took it
+first, the node moves to ``claimed`` until the report naming it arrives.
+Ending the job withdraws every offer; a node already taken did start, so it
+goes READY -> RUNNING -> CANCELLED. The books never count more than
+``max_concurrency`` RUNNING: a taken node is counted only once the report
+that frees its slot is read.
+
 The JobActor feeds it one call per message it receives (``start``,
 ``completed``, ``invalid_result``, ``failed``, ``timed_out``, ``end``). Each
 call returns the nodes it moved READY -> RUNNING, which the actor must now
@@ -29,7 +42,7 @@ actor to turn into events and log entries.
 Retry decisions are made by the supervisor and passed in; the core only
 refuses one that would break ``attempts <= max_retries + 1``.
 
-Ending the job goes through ``claim``: a hook that may change the final
+Ending the job goes through ``decide_end``: a hook that may change the final
 state (the actor uses it to let a concurrent ``Job.cancel()`` win), the
 identity by default.
 """
