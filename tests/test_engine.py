@@ -934,3 +934,57 @@ def test_an_internal_error_while_ending_still_resolves_the_job(
     assert isinstance(result.exception, d.InternalError)
     assert result.ctx == {"v": 0}
     assert job.state is JobState.FAILED
+
+
+# -- offers: pool threads starting the next READY node themselves ------------------
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+def test_tasks_start_in_ready_order_and_within_the_limit_when_threads_take_offers(
+    concurrency: int,
+) -> None:
+    tasks = [Task(f"t{i:03}", lambda _c, _i: {}) for i in range(300)]
+    tasks += [Task("sink", lambda _c, _i: {}, [t.name for t in tasks[::7]])]
+    result, recorder = run_and_record(tasks, max_concurrency=concurrency)
+    assert result.ok
+    ready_order = [e.task for e in recorder.task_events() if e.new_state is TaskState.READY]
+    start_order = [e.task for e in recorder.task_events() if e.new_state is TaskState.RUNNING]
+    assert start_order == ready_order
+    running = 0
+    for event in recorder.task_events():
+        if event.new_state is TaskState.RUNNING:
+            running += 1
+            assert running <= concurrency
+        elif event.old_state is TaskState.RUNNING:
+            running -= 1
+
+
+def test_a_task_started_from_an_offer_sees_the_output_of_the_one_before_it() -> None:
+    # With one slot every task starts after the previous one completed, so,
+    # as in Daguerreo, each sees the whole ctx merged so far.
+    tasks = [Task(f"t{i}", incer) for i in range(200)]
+    assert d.run(tasks, ctx={"v": 0}, max_concurrency=1).get(timeout=WAIT).ctx == {"v": 200}
+
+
+def test_a_deadline_that_loses_the_race_to_a_finished_attempt_is_ignored() -> None:
+    # Tasks that finish right at their deadline either complete or time out;
+    # either way nothing runs twice at once and the job ends consistently.
+    def at_deadline(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
+        time.sleep(0.002)
+        return {}
+
+    tasks = [
+        Task(f"t{i}", at_deadline, timeout=0.002, max_retries=3, continue_on_failure=True)
+        for i in range(100)
+    ]
+    result, recorder = run_and_record(tasks, max_concurrency=2)
+    assert result.state is JobState.COMPLETED
+    running = 0
+    for event in recorder.task_events():
+        if event.new_state is TaskState.RUNNING:
+            running += 1
+            assert running <= 2
+        elif event.old_state is TaskState.RUNNING:
+            running -= 1
+    for name, state in result.task_states.items():
+        assert state in (TaskState.COMPLETED, TaskState.FAILED), name
