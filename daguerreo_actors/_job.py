@@ -27,6 +27,8 @@ from daguerreo_actors._states import JobState, TaskState
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from daguerreo_actors._listeners import Backlog
+
 #: How long ``cancel()`` waits for the JobActor to carry a cancel out. It
 #: never runs user code, so this is only reached if the engine is broken.
 CANCEL_WAIT = 10.0
@@ -76,6 +78,7 @@ class Job(pykka.ThreadingFuture[JobResult]):
         self._callbacks: list[Callable[[], None]] = []
         self._actor_ref: pykka.ActorRef[Any] | None = None
         self._listeners_done: Sequence[threading.Event] = ()
+        self._backlogs: Sequence[Backlog] = ()
 
     def __repr__(self) -> str:
         return f"<Job {self._id} {self._state.value}>"
@@ -116,6 +119,15 @@ class Job(pykka.ThreadingFuture[JobResult]):
         except pykka.Timeout:  # pragma: no cover - only with a broken engine
             pass
         return True
+
+    @property
+    def dropped_events(self) -> tuple[int, ...]:
+        """Per listener (in ``run``'s order), events dropped for its backlog.
+
+        Non-zero only for a listener that fell more than
+        ``LISTENER_BACKLOG_LIMIT`` events behind; see the README.
+        """
+        return tuple(backlog.dropped for backlog in self._backlogs)
 
     def wait_for_listeners(self, timeout: float | None = None) -> bool:
         """Wait until every listener has consumed all of this job's events.

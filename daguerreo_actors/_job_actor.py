@@ -40,7 +40,7 @@ from daguerreo_actors._errors import InternalError
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._graph import Graph
 from daguerreo_actors._job import Job, JobResult
-from daguerreo_actors._listeners import Listener, ListenerProxy
+from daguerreo_actors._listeners import Backlog, Listener, ListenerProxy
 from daguerreo_actors._logging import TransitionLog
 from daguerreo_actors._messages import (
     ArmDeadline,
@@ -125,6 +125,7 @@ class JobActor(pykka.ThreadingActor):
         self._actors: dict[int, TaskActor] = {}
         self._offered: dict[int, TaskActor] = {}
         self._proxies: list[pykka.ActorRef[Any]] = []
+        self._backlogs: list[Backlog] = []
         self._supervisor: pykka.ActorRef[Any] | None = None
         self._dispatch: Callable[[TaskActor], None]
         if executor is None:
@@ -154,9 +155,12 @@ class JobActor(pykka.ThreadingActor):
             done_events = []
             for listener in self._listeners:
                 done = threading.Event()
+                backlog = Backlog()
                 done_events.append(done)
-                self._proxies.append(ListenerProxy.start(listener, self._job_id, done))
+                self._backlogs.append(backlog)
+                self._proxies.append(ListenerProxy.start(listener, self._job_id, done, backlog))
             self._job._listeners_done = tuple(done_events)
+            self._job._backlogs = tuple(self._backlogs)
             self._supervisor = Supervisor.start(
                 self.actor_ref, self._max_retries, self._job_deadline
             )
@@ -344,12 +348,28 @@ class JobActor(pykka.ThreadingActor):
             self._emit_job(pending[1], pending[2], now, events)
             pending = next(job_iter, None)
         if events:
-            batch = EventBatch(tuple(events))
-            for proxy in self._proxies:
-                try:
-                    proxy.tell(batch)
-                except pykka.ActorDeadError:
-                    pass
+            self._send_events(events)
+
+    def _send_events(self, events: list[Event]) -> None:
+        # The job's final JobEvent is sent whatever the listener's backlog.
+        final = 1 if self._core.ended else 0
+        droppable = len(events) - final
+        batch = EventBatch(tuple(events))
+        for position, (proxy, backlog) in enumerate(
+            zip(self._proxies, self._backlogs, strict=True)
+        ):
+            dropped_before = backlog.dropped
+            admitted = backlog.admit(droppable, final)
+            if admitted == droppable:
+                message = batch
+            else:
+                message = EventBatch(tuple(events[:admitted]) + tuple(events[droppable:]))
+                if dropped_before == 0:
+                    self._log.listener_dropped(position, backlog.dropped, backlog.limit)
+            try:
+                proxy.tell(message)
+            except pykka.ActorDeadError:
+                backlog.consumed(admitted + final)
 
     def _emit_job(
         self, old: JobState, new: JobState, now: float, events: list[Event] | None
@@ -388,9 +408,15 @@ class JobActor(pykka.ThreadingActor):
             attempts=MappingProxyType(dict(zip(names, core.attempts, strict=True))),
             **failure,
         )
+        self._report_drops()
         self._stop_children()
         self._job._resolve(result)
         self.stop()
+
+    def _report_drops(self) -> None:
+        for position, backlog in enumerate(self._backlogs):
+            if backlog.dropped:
+                self._log.listener_dropped(position, backlog.dropped, backlog.limit, final=True)
 
     def _stop_children(self) -> None:
         # Queued behind the last EventBatch: each proxy stops once its

@@ -8,8 +8,13 @@ event on (a ``pykka.ActorRef``):
 
 - a listener that raises (anything, BaseException included) is logged with
   the exception and keeps receiving events;
-- a listener that blocks delays only its own proxy; its backlog grows in its
-  own mailbox;
+- a listener that blocks delays only its own proxy. Its backlog (events
+  sent to the proxy and not yet consumed) is bounded by
+  :data:`LISTENER_BACKLOG_LIMIT`: past it, further events for that listener
+  are dropped, newest first, until it catches up, except the job's final
+  JobEvent, which is always delivered. Drops are counted per listener
+  (``Job.dropped_events``) and logged as a warning ``listener_events_dropped``
+  (once when dropping starts, once with the total when the job ends);
 - an ActorRef listener whose actor has stopped is detached (logged once).
 
 After the job's last event the JobActor stops each proxy with a stop
@@ -32,6 +37,9 @@ from daguerreo_actors._messages import EventBatch
 
 Listener = Callable[[Event], Any] | pykka.ActorRef[Any]
 
+#: Events a listener may be behind before further events are dropped.
+LISTENER_BACKLOG_LIMIT = 100_000
+
 _log = structlog.get_logger("daguerreo_actors")
 
 
@@ -39,26 +47,67 @@ def is_listener(value: object) -> bool:
     return isinstance(value, pykka.ActorRef) or callable(value)
 
 
+class Backlog:
+    """Events sent to one listener's proxy and not consumed yet, and drops."""
+
+    __slots__ = ("_lock", "dropped", "limit", "pending")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self.limit = LISTENER_BACKLOG_LIMIT if limit is None else limit
+        self.pending = 0
+        self.dropped = 0
+
+    def admit(self, count: int, forced: int = 0) -> int:
+        """How many of ``count`` events may be sent; the rest are dropped.
+
+        ``forced`` more are sent whatever the backlog (the final JobEvent).
+        """
+        with self._lock:
+            room = max(0, self.limit - self.pending)
+            admitted = min(count, room)
+            self.pending += admitted + forced
+            self.dropped += count - admitted
+            return admitted
+
+    def consumed(self, count: int) -> None:
+        with self._lock:
+            self.pending -= count
+
+
 class ListenerProxy(pykka.ThreadingActor):
     """Delivers one job's events to one listener."""
 
     use_daemon_thread: ClassVar[bool] = True
 
-    def __init__(self, listener: Listener, job_id: str, done: threading.Event) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        job_id: str,
+        done: threading.Event,
+        backlog: Backlog,
+    ) -> None:
         super().__init__()
         self._listener = listener
         self._job_id = job_id
         self._done = done
+        self._backlog = backlog
         self._detached = False
 
     def on_receive(self, message: Any) -> None:
         if type(message) is not EventBatch:
             return
+        try:
+            self._deliver(message.events)
+        finally:
+            self._backlog.consumed(len(message.events))
+
+    def _deliver(self, events: tuple[Event, ...]) -> None:
         listener = self._listener
         if isinstance(listener, pykka.ActorRef):
-            self._forward(listener, message.events)
+            self._forward(listener, events)
             return
-        for event in message.events:
+        for event in events:
             try:
                 listener(event)
             except BaseException as exc:  # noqa: BLE001 - a listener never takes us down

@@ -5,6 +5,11 @@ Every transition is logged through the structlog logger named
 (debug; EXCEPTION and TIMED_OUT at warning, INVALID_RESULT and FAILED at
 error, with the exception). The library never configures structlog.
 
+Until the application configures structlog (``structlog.is_configured()``),
+debug and info entries are not emitted: structlog's unconfigured default
+prints every level to stdout, which would flood an application that never
+asked for our per-task entries. Warnings and errors always go out.
+
 A filtered entry must cost next to nothing on the per-task path, so the
 levels are resolved once per job from the bound logger
 (``is_enabled_for``, which both structlog's filtering loggers and its
@@ -48,8 +53,13 @@ class TransitionLog:
 
     def __init__(self, job_id: str) -> None:
         self._log = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
-        self.debug_enabled = _enabled(self._log, logging.DEBUG)
-        self.info_enabled = _enabled(self._log, logging.INFO)
+        # Unconfigured, structlog prints every level to stdout: a library's
+        # per-task chatter would flood an application that never asked for
+        # it. Until the application configures structlog, only warnings and
+        # errors are emitted (stdlib logging's own default for libraries).
+        configured = structlog.is_configured()
+        self.debug_enabled = configured and _enabled(self._log, logging.DEBUG)
+        self.info_enabled = configured and _enabled(self._log, logging.INFO)
         self.warning_enabled = _enabled(self._log, logging.WARNING)
         self.error_enabled = _enabled(self._log, logging.ERROR)
 
@@ -103,6 +113,18 @@ class TransitionLog:
                 task=name,
                 attempt=attempt,
                 reason="attempt no longer running (timed out, or the job ended)",
+            )
+
+    def listener_dropped(
+        self, listener: int, dropped: int, limit: int, *, final: bool = False
+    ) -> None:
+        if self.warning_enabled:
+            self._log.warning(
+                "listener_events_dropped",
+                listener=listener,
+                dropped=dropped,
+                backlog_limit=limit,
+                when="job end (total)" if final else "backlog full (dropping starts)",
             )
 
     def internal_error(self, where: str, exc: BaseException) -> None:

@@ -77,6 +77,19 @@ class WorkerPool:
                 self._threads -= 1
             raise
 
+    def retire_idle(self) -> int:
+        """Make every idle thread exit now; returns how many were told to.
+
+        For leak checks (tests, benchmarks) that want the true baseline
+        without waiting ``idle_timeout``.
+        """
+        with self._lock:
+            count = self._idle
+            self._idle = 0
+        for _ in range(count):
+            self._queue.put(_RETIRE)
+        return count
+
     def _work(self, item: Runnable | None) -> None:
         lock = self._lock
         get = self._queue.get
@@ -93,6 +106,10 @@ class WorkerPool:
             while item is None:
                 try:
                     item = get(timeout=timeout)
+                    if item is _RETIRE:
+                        with lock:
+                            self._threads -= 1
+                        return
                 except queue.Empty:
                     with lock:
                         if self._idle > 0:
@@ -100,6 +117,13 @@ class WorkerPool:
                             self._threads -= 1
                             return
 
+
+class _Retire:
+    def run(self) -> None:  # pragma: no cover - never run, only recognised
+        return None
+
+
+_RETIRE = _Retire()
 
 _pool: WorkerPool | None = None
 _pool_lock = threading.Lock()

@@ -56,6 +56,9 @@ class _Envelope(NamedTuple):
 
 _WAKE = _Envelope(_Wake())
 
+# Far below threading.TIMEOUT_MAX and any time_t limit.
+_MAX_WAIT = 3600.0
+
 
 class _TimerInbox:
     """An actor inbox whose ``get`` returns ``_WAKE`` at ``deadline``."""
@@ -77,7 +80,8 @@ class _TimerInbox:
             # the inbox with ``while not empty(): get()`` when stopping.
             if remaining <= 0:
                 return self._queue.get_nowait()
-            return self._queue.get(timeout=remaining)
+            # Capped: a wake-up with nothing due just re-arms.
+            return self._queue.get(timeout=min(remaining, _MAX_WAIT))
         except queue.Empty:
             return _WAKE
 

@@ -176,12 +176,18 @@ def is_positive_seconds(value: object) -> bool:
     return positive
 
 
+#: Timeouts above this many seconds (about 31 years) mean "no timeout": a
+#: deadline that far away would overflow the platform's wait primitives.
+MAX_TIMEOUT = 1e9
+
+
 def to_seconds(value: float | int | decimal.Decimal) -> float:
-    """Seconds as a float; a number too large for a float is inf (no timeout)."""
+    """Seconds as a float; inf (no timeout) for anything above MAX_TIMEOUT."""
     try:
-        return float(value)
+        seconds = float(value)
     except OverflowError:
         return math.inf
+    return math.inf if seconds > MAX_TIMEOUT else seconds
 
 
 def _describe(value: object) -> str:

@@ -53,6 +53,7 @@ import structlog
 
 from daguerreo_actors._messages import (
     AttemptRaised,
+    InternalFailure,
     ReturnedInvalid,
     RunAttempt,
     Succeeded,
@@ -183,7 +184,10 @@ class TaskActor:
                     self._scheduled = False
                     return taken
                 message = mailbox.popleft()
-            taken = self._receive(message) or taken
+            try:
+                taken = self._receive(message) or taken
+            except BaseException as exc:  # noqa: BLE001 - a bug of ours: fail the job, never hang
+                self._internal_error(exc)
 
     def is_active(self) -> bool:
         """True while the current attempt is still wanted and running."""
@@ -293,6 +297,12 @@ class TaskActor:
             ref.tell(message)
         except pykka.ActorDeadError:
             self._late(getattr(message, "attempt", 0))
+
+    def _internal_error(self, exc: BaseException) -> None:
+        try:
+            self.job_ref.tell(InternalFailure(f"task_actor {self.name!r}", exc))
+        except pykka.ActorDeadError:
+            pass
 
     def _late(self, attempt: int) -> None:
         _log.debug(

@@ -75,12 +75,25 @@ def logs() -> Iterator[list[dict[str, object]]]:
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    """Like dask's check_thread_leak: nothing of ours outlives a test's jobs."""
+    """Like dask's check_thread_leak: nothing outlives a test's jobs.
+
+    Every thread started during the test must be gone within the deadline
+    (idle pool threads are retired at once rather than waited for), and no
+    actor of ours may be left in pykka's registry.
+    """
+    before = set(threading.enumerate())
     yield
-    ok = wait_until(
-        lambda: not engine_threads() and not engine_actors() and busy_pool_threads() == 0
-    )
+
+    def settled() -> bool:
+        if engine_actors() or busy_pool_threads():
+            return False
+        pool = _pool._pool
+        if pool is not None:
+            pool.retire_idle()
+        return not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+    ok = wait_until(settled)
     assert ok, (
-        f"leaked: threads={[t.name for t in engine_threads()]} "
+        f"leaked: threads={[t.name for t in threading.enumerate() if t not in before]} "
         f"actors={engine_actors()} busy pool threads={busy_pool_threads()}"
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -988,3 +990,27 @@ def test_a_deadline_that_loses_the_race_to_a_finished_attempt_is_ignored() -> No
             running -= 1
     for name, state in result.task_states.items():
         assert state in (TaskState.COMPLETED, TaskState.FAILED), name
+
+
+def test_an_unconfigured_structlog_gets_only_warnings_and_errors() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import daguerreo_actors as d\n"
+            "def bad(c, a): raise ValueError('boom')\n"
+            "r = d.run([d.Task('ok', lambda c, a: {}), d.Task('bad', bad, max_retries=0)]).get()\n"
+            "print('STATE', r.state)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "STATE failed" in out
+    assert "task_transition" in out  # the failure, at warning and error
+    assert "ValueError" in out
+    assert "new_state=ready" not in out  # no debug entries
+    assert "job_transition" not in out  # no info entries

@@ -199,11 +199,16 @@ def test_a_timeout_must_be_a_number_of_seconds_above_zero(timeout: object) -> No
     assert error.task == "a"
 
 
-@given(st.floats(min_value=0, exclude_min=True) | st.integers(min_value=1, max_value=10**9))
+@given(st.floats(min_value=0, max_value=1e9, exclude_min=True) | st.integers(1, 10**9))
 def test_every_positive_timeout_is_accepted_as_a_float(timeout: float) -> None:
     task = Task("a", noop, timeout=timeout)
     assert type(task.timeout) is float
     assert task.timeout == float(timeout)
+
+
+@given(st.floats(min_value=1e9, exclude_min=True) | st.integers(min_value=10**9 + 1))
+def test_a_timeout_beyond_31_years_means_no_timeout(timeout: float) -> None:
+    assert Task("a", noop, timeout=timeout).timeout == math.inf
 
 
 @given(st.floats(max_value=0) | st.just(math.nan) | st.integers(max_value=0))
