@@ -26,6 +26,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The long profile of every property test (40x the examples, random draws).
+soak: $(STAMP)
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -p no:cacheprovider --timeout=3600 \
+		tests/test_invariants.py tests/test_scheduler.py tests/test_graph.py \
+		tests/test_validation.py tests/test_tasks.py
+
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,8 +11,35 @@ from collections.abc import Iterator
 import pykka
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
 
 from daguerreo_actors import _pool
+
+# Hypothesis profiles: "ci" (the default) is derandomized, so every run
+# draws the same examples, and prints the blob that replays a failure;
+# "soak" (`make soak`) draws SOAK_FACTOR times more examples, at random.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "soak",
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+SOAK_FACTOR = 40
+
+
+def examples(ci: int) -> int:
+    """How many examples a property test draws under the active profile."""
+    return ci * SOAK_FACTOR if PROFILE == "soak" else ci
+
 
 # Threads our engine starts: pykka names its threads after the actor class.
 _ENGINE_THREAD_PREFIXES = ("JobActor", "Supervisor", "ListenerProxy")

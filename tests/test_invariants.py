@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ class Shape:
     timeout_rate: float
     max_retries: int
     max_concurrency: int
+    job_timeout: float | None
 
 
 @dataclass
@@ -106,32 +108,38 @@ def make_fn(
 
 shapes = st.builds(
     Shape,
-    n=st.integers(10, 1000),
+    n=st.integers(1, 1000),
     seed=st.integers(0, 2**32 - 1),
     fail_rate=st.sampled_from([0.0, 0.05, 0.2]),
     sleep_rate=st.sampled_from([0.0, 0.02, 0.1]),
     timeout_rate=st.sampled_from([0.0, 0.0, 0.01]),
     max_retries=st.integers(0, 3),
     max_concurrency=st.integers(1, 8),
+    job_timeout=st.sampled_from([None, None, None, 0.05, 0.3]),
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=shapes)
 def test_random_dags_keep_every_invariant(shape: Shape) -> None:
     observed = Observed()
     tasks, deps_of = build(shape, observed)
     events: list[d.Event] = []
+    started = time.monotonic()
     job = d.run(
         tasks,
         max_retries=shape.max_retries,
         max_concurrency=shape.max_concurrency,
         listeners=[events.append],
-        timeout=60,
+        timeout=shape.job_timeout,
     )
     result = job.get(timeout=60)  # the job always ends
+    elapsed = time.monotonic() - started
     assert job.wait_for_listeners(10)
-    assert result.state in (JobState.COMPLETED, JobState.FAILED)
+    if shape.job_timeout is None:
+        assert result.state in (JobState.COMPLETED, JobState.FAILED)
+    else:
+        assert elapsed <= shape.job_timeout + 1.0
 
     assert isinstance(events[0], JobEvent)
     assert (events[0].old_state, events[0].new_state) == (JobState.IDLE, JobState.RUNNING)
@@ -172,6 +180,6 @@ def test_random_dags_keep_every_invariant(shape: Shape) -> None:
         optional = {t.name for t in tasks if t.continue_on_failure}
         assert set(deps_of) - completed <= optional
         assert all(last[name] is TaskState.FAILED for name in set(deps_of) - completed)
-    else:
+    elif result.state is JobState.FAILED:
         assert result.failed_task is not None
         assert last[result.failed_task] in (TaskState.FAILED, TaskState.INVALID_RESULT)
