@@ -234,3 +234,59 @@ def test_a_job_awaited_to_the_end_loses_nothing_at_exit() -> None:
 def test_huge_timeouts_mean_no_timeout(timeout: float) -> None:
     result = d.run([Task("a", ok, timeout=timeout)], timeout=timeout).get(timeout=WAIT)
     assert result.ok
+
+
+# -- promises of docs/guarantees.md not checked elsewhere ------------------------
+
+
+def test_at_most_one_attempt_of_a_task_is_wanted_at_any_time() -> None:
+    attempts: list[Callable[[], bool]] = []
+    overlaps: list[int] = []
+    release = threading.Event()
+
+    def slow_then_fast(_ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+        # Every earlier attempt must already be abandoned when a new one starts.
+        overlaps.extend(i for i, earlier in enumerate(attempts) if earlier())
+        attempts.append(is_active)
+        if len(attempts) < 3:
+            release.wait(WAIT)  # ignores is_active: keeps its thread busy
+        return {"attempt": len(attempts)}
+
+    try:
+        result = d.run([Task("a", slow_then_fast, timeout=0.05)]).get(timeout=WAIT)
+    finally:
+        release.set()
+    assert result.ok
+    assert result.attempts["a"] == 3
+    assert result.ctx == {"attempt": 3}
+    assert overlaps == []
+
+
+def test_a_listener_may_cancel_the_job_it_listens_to() -> None:
+    holder: dict[str, d.Job] = {}
+    gate = threading.Event()
+
+    def canceller(event: d.Event) -> None:
+        if isinstance(event, TaskEvent) and event.new_state is TaskState.RUNNING:
+            gate.wait(WAIT)
+            holder["job"].cancel()
+
+    def waits(_ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+        while is_active():
+            time.sleep(0.002)
+        return {}
+
+    job = d.run([Task("a", waits)], listeners=[canceller])
+    holder["job"] = job
+    gate.set()
+    assert job.get(timeout=WAIT).state is JobState.CANCELLED
+    assert job.wait_for_listeners(WAIT)
+
+
+def test_events_are_frozen() -> None:
+    events: list[d.Event] = []
+    job = d.run([Task("a", ok)], listeners=[events.append])
+    job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    with pytest.raises(AttributeError):
+        events[1].new_state = TaskState.FAILED  # type: ignore[misc]
