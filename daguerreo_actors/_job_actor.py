@@ -56,7 +56,7 @@ from daguerreo_actors._messages import (
 )
 from daguerreo_actors._pool import shared_pool
 from daguerreo_actors._scheduler import Scheduler
-from daguerreo_actors._states import JobState
+from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._supervisor import Supervisor
 from daguerreo_actors._task import Task
 from daguerreo_actors._task_actor import Offers, TaskActor
@@ -83,6 +83,8 @@ class JobActor(pykka.ThreadingActor):
         *,
         ctx: Mapping[Any, Any],
         job_deadline: float | None,
+        run_started: float,
+        log_values: bool = False,
         max_retries: int,
         max_concurrency: int,
         executor: Executor | None,
@@ -106,7 +108,11 @@ class JobActor(pykka.ThreadingActor):
             for t in tasks
         )
         self._has_timeouts = any(t is not None for t in self._timeouts)
-        self._log = TransitionLog(job.id)
+        self._log = TransitionLog(job.id, log_values=log_values)
+        self._run_started = run_started
+        # When each node's current attempt started (monotonic), for the
+        # durations in the log; a list, not a dict: nothing to clean up.
+        self._started_at: list[float] = [0.0] * len(tasks)
         # Offers let a pool thread that finished an attempt start the next
         # one without waiting for us; a user executor runs its own queue.
         self._offers: Offers | None = None
@@ -192,6 +198,7 @@ class JobActor(pykka.ThreadingActor):
             # The reporting thread already runs the offer it took.
             actor = self._offered.pop(claimed)
             self._actors[claimed] = actor
+            self._started_at[claimed] = message.claimed_at
             self._arm(claimed, message.claimed_at)
         self._after_outcome(message.node, message.attempt, started, release=True)
 
@@ -280,10 +287,13 @@ class JobActor(pykka.ThreadingActor):
         attempts = core.attempts
         actors = self._actors
         offered = self._offered
+        started_at = self._started_at
+        now = time.monotonic()
         for node in nodes:
             attempt = attempts[node]
+            started_at[node] = now
             if self._has_timeouts:
-                self._arm(node, time.monotonic())
+                self._arm(node, now)
             actor = offered.pop(node, None)  # an offer we took back
             if actor is not None:
                 actors[node] = actor
@@ -329,14 +339,30 @@ class JobActor(pykka.ThreadingActor):
         log = self._log
         events: list[Event] | None = [] if self._proxies else None
         now = time.time()
+        mono = time.monotonic()
+        started_at = self._started_at
         job_id = self._job_id
         job_iter = iter(job_transitions)
         pending = next(job_iter, None)
         for position, (node, old, new, attempt, payload) in enumerate(transitions):
             while pending is not None and pending[0] <= position:
-                self._emit_job(pending[1], pending[2], now, events)
+                self._emit_job(pending[1], pending[2], now, mono, events)
                 pending = next(job_iter, None)
-            log.task(names[node], old, new, attempt, payload)
+            if log.enabled_for(new):
+                log.task(
+                    names[node],
+                    old,
+                    new,
+                    attempt,
+                    payload,
+                    now,
+                    duration=mono - started_at[node] if old is TaskState.RUNNING else None,
+                    dependencies=(
+                        [names[dep] for dep in self._graph.dependencies[node]]
+                        if old is TaskState.UNSCHEDULED
+                        else None
+                    ),
+                )
             if events is not None:
                 if isinstance(payload, BaseException):
                     events.append(
@@ -345,7 +371,7 @@ class JobActor(pykka.ThreadingActor):
                 else:
                     events.append(TaskEvent(job_id, names[node], old, new, attempt, now, payload))
         while pending is not None:
-            self._emit_job(pending[1], pending[2], now, events)
+            self._emit_job(pending[1], pending[2], now, mono, events)
             pending = next(job_iter, None)
         if events:
             self._send_events(events)
@@ -372,10 +398,10 @@ class JobActor(pykka.ThreadingActor):
                 backlog.consumed(admitted + final)
 
     def _emit_job(
-        self, old: JobState, new: JobState, now: float, events: list[Event] | None
+        self, old: JobState, new: JobState, now: float, mono: float, events: list[Event] | None
     ) -> None:
         self._job._set_state(new)
-        self._log.job(old, new)
+        self._log.job(old, new, now, mono - self._run_started if new.is_terminal else None)
         if events is not None:
             events.append(JobEvent(self._job_id, old, new, now))
 

@@ -20,7 +20,9 @@ test, before any argument is built.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import sys
+from typing import Any, TextIO
 
 import structlog
 
@@ -47,12 +49,30 @@ def _enabled(logger: Any, level: int) -> bool:
 
 
 class TransitionLog:
-    """Logs one job's transitions."""
+    """Logs one job's transitions.
 
-    __slots__ = ("_log", "debug_enabled", "error_enabled", "info_enabled", "warning_enabled")
+    Every entry carries ``job_id`` and ``ts`` (the transition's wall-clock
+    time, epoch seconds); task entries ``task``, ``old_state``,
+    ``new_state``, ``attempt``; transitions out of RUNNING the attempt's
+    ``duration`` (seconds); UNSCHEDULED -> READY the task's ``dependencies``
+    (what ``daguerreo-actors summary`` needs for the critical path);
+    COMPLETED the ``result_keys``; failures ``error_type`` and ``error``
+    (the exception's message, as raised). Values (results, bad results)
+    appear only with ``log_values=True``: they may hold secrets.
+    """
 
-    def __init__(self, job_id: str) -> None:
+    __slots__ = (
+        "_log",
+        "debug_enabled",
+        "error_enabled",
+        "info_enabled",
+        "log_values",
+        "warning_enabled",
+    )
+
+    def __init__(self, job_id: str, *, log_values: bool = False) -> None:
         self._log = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
+        self.log_values = log_values
         # Unconfigured, structlog prints every level to stdout: a library's
         # per-task chatter would flood an application that never asked for
         # it. Until the application configures structlog, only warnings and
@@ -63,9 +83,24 @@ class TransitionLog:
         self.warning_enabled = _enabled(self._log, logging.WARNING)
         self.error_enabled = _enabled(self._log, logging.ERROR)
 
-    def job(self, old: JobState, new: JobState, **extra: Any) -> None:
-        if self.info_enabled:
-            self._log.info("job_transition", old_state=old.value, new_state=new.value, **extra)
+    def enabled_for(self, new: TaskState) -> bool:
+        """Would a task transition to ``new`` be logged?"""
+        level = _LEVELS.get(new, logging.DEBUG)
+        if level == logging.DEBUG:
+            return self.debug_enabled
+        return self.error_enabled if level == logging.ERROR else self.warning_enabled
+
+    def job(
+        self, old: JobState, new: JobState, ts: float, duration: float | None = None
+    ) -> None:
+        if not self.info_enabled:
+            return
+        extra: dict[str, Any] = {}
+        if duration is not None:
+            extra["duration"] = round(duration, 6)
+        self._log.info(
+            "job_transition", old_state=old.value, new_state=new.value, ts=ts, **extra
+        )
 
     def task(
         self,
@@ -74,28 +109,29 @@ class TransitionLog:
         new: TaskState,
         attempt: int,
         payload: Any,
+        ts: float,
+        duration: float | None = None,
+        dependencies: list[str] | None = None,
     ) -> None:
+        """Log one transition; the caller has checked ``enabled_for(new)``."""
         level = _LEVELS.get(new, logging.DEBUG)
-        if level == logging.DEBUG:
-            if self.debug_enabled:
-                self._log.debug(
-                    "task_transition",
-                    task=name,
-                    old_state=old.value,
-                    new_state=new.value,
-                    attempt=attempt,
-                )
-            return
-        if not (self.error_enabled if level == logging.ERROR else self.warning_enabled):
-            return
         extra: dict[str, Any] = {}
+        if duration is not None:
+            extra["duration"] = round(duration, 6)
+        if dependencies is not None:
+            extra["dependencies"] = dependencies
         if isinstance(payload, BaseException):
             extra["exc_info"] = payload
             extra["error_type"] = type(payload).__name__
             extra["error"] = str(payload)
+        elif new is TaskState.COMPLETED and payload is not None:
+            extra["result_keys"] = [str(key) for key in payload]
+            if self.log_values:
+                extra["result"] = payload
         elif new is TaskState.INVALID_RESULT:
-            # The value itself may hold secrets; its type is enough to debug.
             extra["result_type"] = type(payload).__name__
+            if self.log_values:
+                extra["result"] = repr(payload)
         self._log.log(
             level,
             "task_transition",
@@ -103,6 +139,7 @@ class TransitionLog:
             old_state=old.value,
             new_state=new.value,
             attempt=attempt,
+            ts=ts,
             **extra,
         )
 
@@ -129,3 +166,65 @@ class TransitionLog:
 
     def internal_error(self, where: str, exc: BaseException) -> None:
         self._log.error("internal_error", where=where, exc_info=exc)
+
+
+_LEVEL_NAMES = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+# The file configure_logging opened last; closed when it is called again.
+_log_file: TextIO | None = None
+
+
+def configure_logging(
+    json_file: str | os.PathLike[str] | TextIO | None = None,
+    level: str | int = "info",
+) -> None:
+    """Route structlog to JSON lines, in the shape ``daguerreo-actors tail`` reads.
+
+    An optional helper for applications (the library never calls it): one
+    JSON object per line, with ``timestamp`` (ISO 8601, UTC) and ``level``,
+    written to ``json_file`` (a path, appended to, or an open text file) or
+    to stderr. ``level`` is a name (``"debug"`` shows every task transition;
+    ``"info"``, the default, job transitions and failures) or a
+    ``logging`` level number. This configures structlog globally, for the
+    whole application, as any structlog configuration does.
+    """
+    global _log_file
+    if isinstance(level, str):
+        try:
+            number = _LEVEL_NAMES[level.lower()]
+        except KeyError:
+            names = ", ".join(_LEVEL_NAMES)
+            raise ValueError(f"level must be one of {names} or an int, got {level!r}") from None
+    elif isinstance(level, int) and not isinstance(level, bool):
+        number = level
+    else:
+        raise TypeError(f"level must be a str or an int, got {type(level).__name__}")
+    if json_file is None:
+        stream: TextIO = sys.stderr
+    elif isinstance(json_file, (str, os.PathLike)):
+        stream = open(json_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - kept open
+    else:
+        stream = json_file
+    previous = _log_file
+    # Only a file we opened is ours to close later.
+    _log_file = stream if isinstance(json_file, (str, os.PathLike)) else None
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=repr),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    if previous is not None and previous is not stream:
+        previous.close()

@@ -35,6 +35,7 @@ def run(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     executor: Executor | None = None,
     listeners: Iterable[Listener] = (),
+    log_values: bool = False,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -44,7 +45,9 @@ def run(
     ``max_concurrency`` the most tasks RUNNING at once; ``executor`` a
     ``concurrent.futures.Executor`` to run task functions on (default: the
     engine's own pool of threads); ``listeners`` callables taking one event,
-    or pykka ActorRefs that events are told to.
+    or pykka ActorRefs that events are told to; ``log_values`` puts result
+    values in the structured log entries (by default only their keys: values
+    may hold secrets).
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
@@ -66,6 +69,8 @@ def run(
         raise TypeError(
             f"executor must be a concurrent.futures.Executor or None, got {type(executor).__name__}"
         )
+    if not isinstance(log_values, bool):
+        raise TypeError(f"log_values must be a bool, got {type(log_values).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
         raise TypeError(
             "listeners must be an iterable of callables or pykka ActorRefs, "
@@ -93,6 +98,8 @@ def run(
         graph,
         ctx={} if ctx is None else dict(ctx),
         job_deadline=job_deadline,
+        run_started=started,
+        log_values=log_values,
         max_retries=max_retries,
         max_concurrency=max_concurrency,
         executor=executor,
