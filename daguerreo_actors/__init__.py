@@ -3,28 +3,40 @@
 See the README for the guarantees; the names below are the whole public API.
 """
 
+from daguerreo_actors._console import ProgressListener, event_logger
+from daguerreo_actors._diagram import to_dot, to_mermaid
 from daguerreo_actors._errors import InternalError, InvalidTasksError, TaskError
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._job import Job, JobResult, cancel
+from daguerreo_actors._logging import configure_logging
+from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
 from daguerreo_actors._run import run
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
 from daguerreo_actors._validation import validate_tasks
 
 __all__ = [
+    "AttemptReport",
     "Event",
     "InternalError",
     "InvalidTasksError",
     "Job",
     "JobEvent",
+    "JobReport",
     "JobResult",
     "JobState",
+    "ProgressListener",
     "Task",
     "TaskError",
     "TaskEvent",
+    "TaskReport",
     "TaskState",
     "cancel",
+    "configure_logging",
+    "event_logger",
     "run",
+    "to_dot",
+    "to_mermaid",
     "validate_tasks",
 ]
 

@@ -113,6 +113,9 @@ class JobActor(pykka.ThreadingActor):
         # When each node's current attempt started (monotonic), for the
         # durations in the log; a list, not a dict: nothing to clean up.
         self._started_at: list[float] = [0.0] * len(tasks)
+        # Nodes a pool thread started before we read its report: their
+        # RUNNING event is stamped with the real start, not our reading time.
+        self._claimed_at: dict[int, float] = {}
         # Offers let a pool thread that finished an attempt start the next
         # one without waiting for us; a user executor runs its own queue.
         self._offers: Offers | None = None
@@ -199,6 +202,8 @@ class JobActor(pykka.ThreadingActor):
             actor = self._offered.pop(claimed)
             self._actors[claimed] = actor
             self._started_at[claimed] = message.claimed_at
+            if self._core.record:  # else no RUNNING event is made to stamp
+                self._claimed_at[claimed] = message.claimed_at
             self._arm(claimed, message.claimed_at)
         self._after_outcome(message.node, message.attempt, started, release=True)
 
@@ -253,7 +258,7 @@ class JobActor(pykka.ThreadingActor):
 
     def _carry_out(self, started: list[int]) -> None:
         if started:
-            self._start(started)
+            self._start(started, time.monotonic())
         core = self._core
         offers = self._offers
         if offers is not None and not core.ended:
@@ -281,14 +286,13 @@ class JobActor(pykka.ThreadingActor):
     def _revoke(self, node: int) -> bool:
         return self._offers is None or self._offers.revoke(node)
 
-    def _start(self, nodes: list[int]) -> None:
+    def _start(self, nodes: list[int], now: float) -> None:
         core = self._core
         ctx = core.ctx
         attempts = core.attempts
         actors = self._actors
         offered = self._offered
         started_at = self._started_at
-        now = time.monotonic()
         for node in nodes:
             attempt = attempts[node]
             started_at[node] = now
@@ -344,10 +348,14 @@ class JobActor(pykka.ThreadingActor):
         job_id = self._job_id
         job_iter = iter(job_transitions)
         pending = next(job_iter, None)
+        claimed_at = self._claimed_at
         for position, (node, old, new, attempt, payload) in enumerate(transitions):
             while pending is not None and pending[0] <= position:
                 self._emit_job(pending[1], pending[2], now, mono, events)
                 pending = next(job_iter, None)
+            ts = now
+            if claimed_at and new is TaskState.RUNNING and node in claimed_at:
+                ts = now - (mono - claimed_at.pop(node))
             if log.enabled_for(new):
                 log.task(
                     names[node],
@@ -355,7 +363,7 @@ class JobActor(pykka.ThreadingActor):
                     new,
                     attempt,
                     payload,
-                    now,
+                    ts,
                     duration=mono - started_at[node] if old is TaskState.RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]
@@ -366,10 +374,10 @@ class JobActor(pykka.ThreadingActor):
             if events is not None:
                 if isinstance(payload, BaseException):
                     events.append(
-                        TaskEvent(job_id, names[node], old, new, attempt, now, None, payload)
+                        TaskEvent(job_id, names[node], old, new, attempt, ts, None, payload)
                     )
                 else:
-                    events.append(TaskEvent(job_id, names[node], old, new, attempt, now, payload))
+                    events.append(TaskEvent(job_id, names[node], old, new, attempt, ts, payload))
         while pending is not None:
             self._emit_job(pending[1], pending[2], now, mono, events)
             pending = next(job_iter, None)

@@ -1,0 +1,400 @@
+"""JobReport: what a job did, from its events or from its structured log.
+
+A report is fed transition records, one per event, whether they come from
+a listener call (``TaskEvent``/``JobEvent``) or from a JSON log line
+written through :func:`configure_logging` at debug level. From them it
+keeps, per task, every attempt's READY, RUNNING and end times and outcome,
+and per job its start, end and final state. Everything else (queue waits,
+run times, totals, the critical path) is computed on demand.
+
+The critical path is the chain of dependencies that determined the wall
+time: start from the task that ended last and repeatedly step to the
+dependency that completed last (the one whose completion let the task
+become READY), back to a task without dependencies. Dependencies come from
+the log (the UNSCHEDULED -> READY entries carry them) or, for a report
+built from events, from the ``tasks`` given to the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from daguerreo_actors._events import Event, JobEvent, TaskEvent
+from daguerreo_actors._states import JobState, TaskState
+from daguerreo_actors._task import Task
+from daguerreo_actors._text import escape_controls
+
+_OUTCOMES = frozenset(
+    {
+        TaskState.COMPLETED,
+        TaskState.EXCEPTION,
+        TaskState.TIMED_OUT,
+        TaskState.INVALID_RESULT,
+        TaskState.CANCELLED,
+    }
+)
+
+
+@dataclasses.dataclass(slots=True)
+class AttemptReport:
+    """One attempt of a task: when it was queued, ran and ended, and how."""
+
+    attempt: int
+    ready_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: TaskState | None = None
+    error: str | None = None
+
+    @property
+    def queue_wait(self) -> float:
+        """Seconds from READY to RUNNING (0 if unknown)."""
+        if self.ready_at is None or self.started_at is None:
+            return 0.0
+        return max(0.0, self.started_at - self.ready_at)
+
+    @property
+    def run_time(self) -> float:
+        """Seconds from RUNNING to its outcome (0 if unknown or unfinished)."""
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.started_at)
+
+
+@dataclasses.dataclass(slots=True)
+class TaskReport:
+    """One task: its attempts and final state."""
+
+    name: str
+    state: TaskState = TaskState.UNSCHEDULED
+    dependencies: tuple[str, ...] = ()
+    attempts: list[AttemptReport] = dataclasses.field(default_factory=list)
+    completed_at: float | None = None
+    _ready_at: float | None = None
+
+    @property
+    def queue_wait(self) -> float:
+        return sum(a.queue_wait for a in self.attempts)
+
+    @property
+    def run_time(self) -> float:
+        return sum(a.run_time for a in self.attempts)
+
+    @property
+    def ended_at(self) -> float | None:
+        ends = [a.ended_at for a in self.attempts if a.ended_at is not None]
+        return max(ends) if ends else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Record:
+    """One transition, whichever source it came from."""
+
+    task: str | None  # None: the job itself
+    old: str
+    new: str
+    attempt: int
+    ts: float
+    error: str | None = None
+    dependencies: tuple[str, ...] | None = None
+
+
+class JobReport:
+    """Per-task attempts, queue waits, run times and final states of one job.
+
+    Use it as a listener (``run(tasks, listeners=[report])``, then
+    ``job.wait_for_listeners()``), or build it with :meth:`from_events` or
+    :meth:`from_log`. Pass ``tasks`` so a report built from events knows
+    the dependencies (for :attr:`critical_path`).
+    """
+
+    def __init__(self, tasks: Iterable[Task | Mapping[str, Any]] | None = None) -> None:
+        self.job_id: str | None = None
+        self.state: JobState = JobState.IDLE
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.tasks: dict[str, TaskReport] = {}
+        if tasks is not None:
+            for task in tasks:
+                if isinstance(task, Task):
+                    name, deps = task.name, tuple(sorted(task.dependencies))
+                else:
+                    name, deps = str(task["name"]), tuple(sorted(task.get("dependencies", ())))
+                self.tasks[name] = TaskReport(name, dependencies=deps)
+
+    # -- building -------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        """Take one event (the listener interface)."""
+        if self.job_id is None:
+            self.job_id = event.job_id
+        self._add(_from_event(event))
+
+    @classmethod
+    def from_events(
+        cls, events: Iterable[Event], tasks: Iterable[Task | Mapping[str, Any]] | None = None
+    ) -> JobReport:
+        report = cls(tasks)
+        for event in events:
+            report(event)
+        return report
+
+    @classmethod
+    def from_log(cls, source: str | Path | Iterable[str], job_id: str | None = None) -> JobReport:
+        """The report of ``job_id`` (by default the last job) in a JSON-lines log.
+
+        ``job_id`` may be a prefix of the id. Raises LookupError if the log
+        holds no such job.
+        """
+        reports = cls.all_from_log(source)
+        if job_id is not None:
+            reports = [r for r in reports if r.job_id and r.job_id.startswith(job_id)]
+        if not reports:
+            which = "no job" if job_id is None else f"no job {job_id!r}"
+            raise LookupError(f"{which} in the log")
+        return reports[-1]
+
+    @classmethod
+    def all_from_log(cls, source: str | Path | Iterable[str]) -> list[JobReport]:
+        """One report per job found in a JSON-lines log, in order of appearance."""
+        reports: dict[str, JobReport] = {}
+        for entry in iter_entries(source):
+            job_id = str(entry["job_id"])
+            report = reports.get(job_id)
+            if report is None:
+                report = reports[job_id] = cls()
+                report.job_id = job_id
+            report._add(_from_entry(entry))
+        return list(reports.values())
+
+    def _add(self, record: _Record) -> None:
+        if record.task is None:
+            if record.new == JobState.RUNNING.value:
+                self.started_at = record.ts
+            new_state = JobState(record.new)
+            if new_state.is_terminal:
+                self.ended_at = record.ts
+            self.state = new_state
+            return
+        task = self.tasks.get(record.task)
+        if task is None:
+            task = self.tasks[record.task] = TaskReport(record.task)
+        if record.dependencies is not None:
+            task.dependencies = record.dependencies
+        new = TaskState(record.new)
+        task.state = new
+        if new is TaskState.READY:
+            task._ready_at = record.ts
+        elif new is TaskState.RUNNING:
+            task.attempts.append(
+                AttemptReport(record.attempt, ready_at=task._ready_at, started_at=record.ts)
+            )
+        elif new in _OUTCOMES and task.attempts:
+            last = task.attempts[-1]
+            last.ended_at = record.ts
+            last.outcome = new
+            last.error = record.error
+            if new is TaskState.COMPLETED:
+                task.completed_at = record.ts
+        elif new is TaskState.FAILED and record.error and task.attempts:
+            task.attempts[-1].error = task.attempts[-1].error or record.error
+
+    # -- results ----------------------------------------------------------------
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds from the job's start to its end (0 if unknown)."""
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        by_state: dict[str, int] = {}
+        for task in self.tasks.values():
+            by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
+        attempts = sum(len(t.attempts) for t in self.tasks.values())
+        return {
+            "tasks": len(self.tasks),
+            "attempts": attempts,
+            "retries": sum(max(0, len(t.attempts) - 1) for t in self.tasks.values()),
+            "by_state": dict(sorted(by_state.items())),
+            "run_time": sum(t.run_time for t in self.tasks.values()),
+            "queue_wait": sum(t.queue_wait for t in self.tasks.values()),
+            "wall_time": self.wall_time,
+        }
+
+    @property
+    def critical_path(self) -> list[str]:
+        """Task names from a root to the task that ended last; see the module doc."""
+        ended = [t for t in self.tasks.values() if t.ended_at is not None]
+        if not ended:
+            return []
+        current = max(ended, key=lambda t: (t.ended_at or 0.0))
+        path = [current.name]
+        seen = {current.name}
+        while True:
+            deps = [self.tasks[d] for d in current.dependencies if d in self.tasks]
+            finished = [d for d in deps if d.completed_at is not None and d.name not in seen]
+            if not finished:
+                break
+            current = max(finished, key=lambda t: (t.completed_at or 0.0))
+            path.append(current.name)
+            seen.add(current.name)
+        path.reverse()
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report, JSON-able."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "wall_time": self.wall_time,
+            "totals": self.totals,
+            "critical_path": self.critical_path,
+            "tasks": [
+                {
+                    "name": t.name,
+                    "state": t.state.value,
+                    "dependencies": list(t.dependencies),
+                    "attempts": len(t.attempts),
+                    "queue_wait": t.queue_wait,
+                    "run_time": t.run_time,
+                    "attempt_details": [
+                        {
+                            "attempt": a.attempt,
+                            "ready_at": a.ready_at,
+                            "started_at": a.started_at,
+                            "ended_at": a.ended_at,
+                            "outcome": None if a.outcome is None else a.outcome.value,
+                            "queue_wait": a.queue_wait,
+                            "run_time": a.run_time,
+                            "error": a.error,
+                        }
+                        for a in t.attempts
+                    ],
+                }
+                for t in self.tasks.values()
+            ],
+        }
+
+    def to_markdown(self) -> str:
+        """A markdown summary: the job, a table of tasks, the critical path."""
+        totals = self.totals
+        lines = [
+            f"## Job {self.job_id or '?'}: {self.state.value}",
+            "",
+            f"Wall time {self.wall_time:.3f} s; {totals['tasks']} tasks, "
+            f"{totals['attempts']} attempts ({totals['retries']} retries); "
+            + ", ".join(f"{n} {s}" for s, n in totals["by_state"].items())
+            + ".",
+            "",
+            "| task | state | attempts | queue wait (s) | run time (s) |",
+            "|---|---|---|---|---|",
+        ]
+        for t in self.tasks.values():
+            lines.append(
+                f"| {_md(t.name)} | {t.state.value} | {len(t.attempts)} "
+                f"| {t.queue_wait:.3f} | {t.run_time:.3f} |"
+            )
+        path = self.critical_path
+        lines += ["", "Critical path: " + (" -> ".join(_md(p) for p in path) or "(none)"), ""]
+        return "\n".join(lines)
+
+    def save_timeline(self, path: str | Path) -> Path:
+        """Draw every attempt as a bar (a Gantt chart), coloured by outcome.
+
+        The format follows the suffix: ``.png`` or ``.svg``. Needs
+        matplotlib, the ``daguerreo-actors[plot]`` extra.
+        """
+        from daguerreo_actors._timeline import draw_timeline
+
+        return draw_timeline(self, Path(path))
+
+
+def _md(text: str) -> str:
+    return escape_controls(text).replace("|", "\\|")
+
+
+def _from_event(event: Event) -> _Record:
+    if isinstance(event, JobEvent):
+        return _Record(None, event.old_state.value, event.new_state.value, 0, event.timestamp)
+    assert isinstance(event, TaskEvent)
+    error = None
+    if event.exception is not None:
+        error = f"{type(event.exception).__name__}: {event.exception}"
+    return _Record(
+        event.task,
+        event.old_state.value,
+        event.new_state.value,
+        event.attempt,
+        event.timestamp,
+        error,
+    )
+
+
+def _from_entry(entry: Mapping[str, Any]) -> _Record:
+    error = None
+    if entry.get("error_type"):
+        error = f"{entry['error_type']}: {entry.get('error', '')}"
+    deps = entry.get("dependencies")
+    return _Record(
+        entry.get("task") if entry.get("event") == "task_transition" else None,
+        str(entry["old_state"]),
+        str(entry["new_state"]),
+        int(entry.get("attempt", 0)),
+        float(entry["ts"]),
+        error,
+        tuple(str(d) for d in deps) if isinstance(deps, list) else None,
+    )
+
+
+_TASK_STATES = frozenset(s.value for s in TaskState)
+_JOB_STATES = frozenset(s.value for s in JobState)
+
+
+def parse_entry(line: str) -> dict[str, Any] | None:
+    """One of our transition entries from a JSON log line, or None.
+
+    None for anything else: not JSON, not an object, another logger's
+    entry, or one of ours missing what a transition needs.
+    """
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    kind = entry.get("event")
+    if kind not in ("job_transition", "task_transition"):
+        return None
+    if not isinstance(entry.get("job_id"), str) or not isinstance(entry.get("ts"), (int, float)):
+        return None
+    states = _TASK_STATES if kind == "task_transition" else _JOB_STATES
+    if entry.get("old_state") not in states or entry.get("new_state") not in states:
+        return None
+    if kind == "task_transition" and not isinstance(entry.get("task"), str):
+        return None
+    return entry
+
+
+def iter_entries(source: str | Path | Iterable[str]) -> Iterable[dict[str, Any]]:
+    """Our transition entries from a log file (path) or an iterable of lines."""
+    if isinstance(source, (str, Path)):
+        with open(source, encoding="utf-8", errors="replace") as lines:
+            yield from _entries(lines)
+    else:
+        yield from _entries(source)
+
+
+def _entries(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+    for line in lines:
+        entry = parse_entry(line)
+        if entry is not None:
+            yield entry

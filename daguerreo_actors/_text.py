@@ -1,0 +1,38 @@
+"""Making untrusted text (task names, messages from logs) safe to print.
+
+A task name or an exception message can hold control characters: an ESC
+sequence could recolour a terminal, move its cursor or set its title, and
+bidirectional overrides can make text read differently than it is. Every
+place that prints such text goes through :func:`escape_controls`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def escape_controls(text: str) -> str:
+    """Replace control and format characters with visible escapes.
+
+    C0/C1 controls, DEL and Unicode format characters (category Cc or Cf,
+    which covers the bidi overrides) become ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN``; a backslash is doubled so the result reads unambiguously.
+    Everything else, non-ASCII letters included, is kept as is.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out: list[str] = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            code = ord(char)
+            if code <= 0xFF:
+                out.append(f"\\x{code:02x}")
+            elif code <= 0xFFFF:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
