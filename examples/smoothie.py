@@ -2,14 +2,19 @@
 
 Dice the banana and the mango in parallel, blend them with the liquids, then
 garnish. The garnish is optional (continue_on_failure): if it failed, the
-job would still complete. Prints every transition, then the final ctx.
+job would still complete. Prints every transition, shows a progress display
+on stderr, then prints the final ctx and writes the job's timeline picture
+(``build/smoothie-timeline.png``, or the path given as the first argument).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sys
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,7 +26,8 @@ IsActive = Callable[[], bool]
 
 
 def dice(fruit: str) -> str:
-    """Chop it up."""
+    """Chop it up (slowly enough to watch)."""
+    time.sleep(0.1)
     return "".join(random.sample(fruit, len(fruit)))
 
 
@@ -55,23 +61,31 @@ CTX = {
 }
 
 
-def print_event(event: d.Event) -> None:
-    """Daguerreo-style lines: `JOB > idle -> running`, `blend > ready -> running`."""
-    who = event.task if isinstance(event, d.TaskEvent) else "JOB"
-    print(f"{who} > {event.old_state} -> {event.new_state}")
-
-
-def main() -> int:
+def main(argv: list[str]) -> int:
     # An application decides how logs look; here: warnings and above only.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    job = d.run(TASKS, ctx=CTX, timeout=3.0, listeners=[print_event])
+    timeline = Path(argv[0]) if argv else Path("build") / "smoothie-timeline.png"
+    report = d.JobReport(TASKS)
+    job = d.run(
+        TASKS,
+        ctx=CTX,
+        timeout=3.0,
+        listeners=[d.event_logger(), d.ProgressListener(len(TASKS)), report],
+    )
     result = job.get(timeout=10.0)
     job.wait_for_listeners(timeout=10.0)
     print(f"\nstate: {result.state}")
     for key, value in result.ctx.items():
         print(f"  {key}: {value!r}")
+    print(f"critical path: {' -> '.join(report.critical_path)}")
+    try:
+        written = report.save_timeline(timeline)
+    except ImportError as exc:  # matplotlib is the optional [plot] extra
+        print(f"no timeline: {exc}")
+    else:
+        print(f"timeline written to {written}")
     return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -9,21 +9,25 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
+        [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    return done.stdout
+    assert "Traceback" not in done.stderr
+    return done
 
 
-def test_the_smoothie_prints_transitions_and_the_final_ctx() -> None:
-    out = run_example("smoothie.py")
+def test_the_smoothie_prints_transitions_the_final_ctx_and_its_timeline(
+    tmp_path: Path,
+) -> None:
+    timeline = tmp_path / "timeline.png"
+    done = run_example("smoothie.py", str(timeline))
+    out = done.stdout
     lines = out.splitlines()
     assert lines[0] == "JOB > idle -> running"
     assert "blend > ready -> running" in lines
@@ -36,7 +40,7 @@ def test_the_smoothie_prints_transitions_and_the_final_ctx() -> None:
 
 
 def test_the_etl_example_retries_the_flaky_fetch_and_completes() -> None:
-    out = run_example("etl.py")
+    out = run_example("etl.py").stdout
     assert "fetch-users > running -> exception #1" in out
     assert "fetch-users > running -> completed #2" in out
     assert "state: completed" in out
