@@ -54,6 +54,7 @@ class ProgressListener:
         # rich is imported here, not at import time: it is slow to import
         # and only the display needs it.
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -73,7 +74,8 @@ class ProgressListener:
             transient=transient,
         )
         self._total = total
-        self._description = escape_controls(description)
+        # The description column is rendered as markup: "[" must stay text.
+        self._description = escape(escape_controls(description))
         self._bar: Any = None
         self._known: set[str] = set()
         self._done = 0

@@ -48,9 +48,16 @@ def to_dot(tasks: Iterable[Task | Mapping[str, Any]]) -> str:
 
 def _mermaid_label(name: str) -> str:
     # Mermaid reads entity codes inside quoted labels; these characters
-    # would otherwise end the label or be read as markup.
+    # would otherwise end the label or be read as markup. "#" goes first
+    # (as its own code), so a name holding "#quot;" is shown as written.
     text = escape_controls(name)
-    for char, code in (("&", "#amp;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+    for char, code in (
+        ("#", "#35;"),
+        ("&", "#amp;"),
+        ('"', "#quot;"),
+        ("<", "#lt;"),
+        (">", "#gt;"),
+    ):
         text = text.replace(char, code)
     return text
 

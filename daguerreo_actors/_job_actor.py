@@ -475,6 +475,9 @@ class JobActor(pykka.ThreadingActor):
             if not self._core.ended:
                 self._core.end(JobState.FAILED, exception=error)
                 self._carry_out([])
+            elif not self._job.done():
+                # The core ended the job but carrying that out broke midway.
+                self._finish()
         except BaseException:  # noqa: BLE001 - the bookkeeping itself is broken
             self._resolve_bare(error)
 

@@ -19,9 +19,11 @@ test, before any argument is built.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any, TextIO
 
 import structlog
@@ -48,6 +50,39 @@ def _enabled(logger: Any, level: int) -> bool:
         return True
 
 
+class _SafeLogger:
+    """A bound logger whose calls never raise.
+
+    Processors and renderers are the application's code: one that raises
+    must not take a job down with it. The first failure is reported once as
+    a RuntimeWarning; entries that fail are dropped.
+    """
+
+    __slots__ = ("_bound", "_warned")
+
+    def __init__(self, bound: Any) -> None:
+        self._bound = bound
+        self._warned = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._bound, name)
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            try:
+                method(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - see the class docstring
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"daguerreo_actors: logging an entry raised {exc!r}; "
+                        "entries that fail are dropped",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+
+        return call
+
+
 class TransitionLog:
     """Logs one job's transitions.
 
@@ -71,17 +106,18 @@ class TransitionLog:
     )
 
     def __init__(self, job_id: str, *, log_values: bool = False) -> None:
-        self._log = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
+        bound = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
+        self._log = _SafeLogger(bound)
         self.log_values = log_values
         # Unconfigured, structlog prints every level to stdout: a library's
         # per-task chatter would flood an application that never asked for
         # it. Until the application configures structlog, only warnings and
         # errors are emitted (stdlib logging's own default for libraries).
         configured = structlog.is_configured()
-        self.debug_enabled = configured and _enabled(self._log, logging.DEBUG)
-        self.info_enabled = configured and _enabled(self._log, logging.INFO)
-        self.warning_enabled = _enabled(self._log, logging.WARNING)
-        self.error_enabled = _enabled(self._log, logging.ERROR)
+        self.debug_enabled = configured and _enabled(bound, logging.DEBUG)
+        self.info_enabled = configured and _enabled(bound, logging.INFO)
+        self.warning_enabled = _enabled(bound, logging.WARNING)
+        self.error_enabled = _enabled(bound, logging.ERROR)
 
     def enabled_for(self, new: TaskState) -> bool:
         """Would a task transition to ``new`` be logged?"""
@@ -90,17 +126,13 @@ class TransitionLog:
             return self.debug_enabled
         return self.error_enabled if level == logging.ERROR else self.warning_enabled
 
-    def job(
-        self, old: JobState, new: JobState, ts: float, duration: float | None = None
-    ) -> None:
+    def job(self, old: JobState, new: JobState, ts: float, duration: float | None = None) -> None:
         if not self.info_enabled:
             return
         extra: dict[str, Any] = {}
         if duration is not None:
             extra["duration"] = round(duration, 6)
-        self._log.info(
-            "job_transition", old_state=old.value, new_state=new.value, ts=ts, **extra
-        )
+        self._log.info("job_transition", old_state=old.value, new_state=new.value, ts=ts, **extra)
 
     def task(
         self,
@@ -176,6 +208,28 @@ _LEVEL_NAMES = {
     "critical": logging.CRITICAL,
 }
 
+
+def _dumps(entry: Any, **kwargs: Any) -> str:
+    """json.dumps that never raises on an entry's values.
+
+    ``default=repr`` covers unknown types, not what json.dumps rejects
+    outright (non-str keys such as tuples in a logged result, circular
+    values): such a value is logged as its repr. An exception here would
+    escape from the engine's logging call.
+    """
+    try:
+        return json.dumps(entry, **kwargs)
+    except (TypeError, ValueError, RecursionError):
+        safe: dict[str, Any] = {}
+        for key, value in entry.items():
+            try:
+                json.dumps(value, **kwargs)
+            except (TypeError, ValueError, RecursionError):
+                value = repr(value)
+            safe[str(key)] = value
+        return json.dumps(safe, **kwargs)
+
+
 # The file configure_logging opened last; closed when it is called again.
 _log_file: TextIO | None = None
 
@@ -220,7 +274,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=repr),
+            structlog.processors.JSONRenderer(serializer=_dumps, default=repr),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.WriteLoggerFactory(file=stream),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,7 @@ class JobReport:
         ended = [t for t in self.tasks.values() if t.ended_at is not None]
         if not ended:
             return []
-        current = max(ended, key=lambda t: (t.ended_at or 0.0))
+        current = max(ended, key=lambda t: t.ended_at or 0.0)
         path = [current.name]
         seen = {current.name}
         while True:
@@ -242,7 +243,7 @@ class JobReport:
             finished = [d for d in deps if d.completed_at is not None and d.name not in seen]
             if not finished:
                 break
-            current = max(finished, key=lambda t: (t.completed_at or 0.0))
+            current = max(finished, key=lambda t: t.completed_at or 0.0)
             path.append(current.name)
             seen.add(current.name)
         path.reverse()
@@ -288,7 +289,7 @@ class JobReport:
         """A markdown summary: the job, a table of tasks, the critical path."""
         totals = self.totals
         lines = [
-            f"## Job {self.job_id or '?'}: {self.state.value}",
+            f"## Job {_md(self.job_id or '?')}: {self.state.value}",
             "",
             f"Wall time {self.wall_time:.3f} s; {totals['tasks']} tasks, "
             f"{totals['attempts']} attempts ({totals['retries']} retries); "
@@ -367,14 +368,16 @@ def parse_entry(line: str) -> dict[str, Any] | None:
     """
     try:
         entry = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested garbage
         return None
     if not isinstance(entry, dict):
         return None
     kind = entry.get("event")
     if kind not in ("job_transition", "task_transition"):
         return None
-    if not isinstance(entry.get("job_id"), str) or not isinstance(entry.get("ts"), (int, float)):
+    if not isinstance(entry.get("job_id"), str) or not _is_number(entry.get("ts")):
+        return None
+    if "attempt" in entry and not _is_int(entry["attempt"]):
         return None
     states = _TASK_STATES if kind == "task_transition" else _JOB_STATES
     if entry.get("old_state") not in states or entry.get("new_state") not in states:
@@ -382,6 +385,15 @@ def parse_entry(line: str) -> dict[str, Any] | None:
     if kind == "task_transition" and not isinstance(entry.get("task"), str):
         return None
     return entry
+
+
+def _is_number(value: object) -> bool:
+    # json.loads reads NaN and Infinity; a bool is an int to isinstance.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def iter_entries(source: str | Path | Iterable[str]) -> Iterable[dict[str, Any]]:

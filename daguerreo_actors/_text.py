@@ -14,10 +14,13 @@ import unicodedata
 def escape_controls(text: str) -> str:
     """Replace control and format characters with visible escapes.
 
-    C0/C1 controls, DEL and Unicode format characters (category Cc or Cf,
-    which covers the bidi overrides) become ``\\xNN``, ``\\uNNNN`` or
-    ``\\UNNNNNNNN``; a backslash is doubled so the result reads unambiguously.
-    Everything else, non-ASCII letters included, is kept as is.
+    C0/C1 controls, DEL, Unicode format characters (category Cc or Cf,
+    which covers the bidi overrides), line and paragraph separators and lone
+    surrogates (which a JSON ``\\ud800`` escape or an undecodable byte read
+    with ``surrogateescape`` produce, and no encoder can print) become
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; a backslash is doubled so the
+    result reads unambiguously. Everything else, non-ASCII letters included,
+    is kept as is.
     """
     if text.isprintable() and "\\" not in text:
         return text
@@ -25,7 +28,7 @@ def escape_controls(text: str) -> str:
     for char in text:
         if char == "\\":
             out.append("\\\\")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             code = ord(char)
             if code <= 0xFF:
                 out.append(f"\\x{code:02x}")

@@ -38,8 +38,7 @@ def draw_timeline(report: JobReport, path: Path) -> Path:
         from matplotlib.patches import Patch
     except ImportError as exc:
         raise ImportError(
-            "JobReport.save_timeline needs matplotlib: "
-            "pip install 'daguerreo-actors[plot]'"
+            "JobReport.save_timeline needs matplotlib: pip install 'daguerreo-actors[plot]'"
         ) from exc
 
     tasks = [t for t in report.tasks.values() if t.attempts]
@@ -73,10 +72,16 @@ def draw_timeline(report: JobReport, path: Path) -> Path:
                 height=0.6,
             )
     ax.set_yticks(range(len(tasks)))
-    ax.set_yticklabels([escape_controls(t.name) for t in tasks], fontsize=8)
+    # parse_math=False: a "$" in a name is text, not mathtext (which raises
+    # on what it cannot parse).
+    ax.set_yticklabels([escape_controls(t.name) for t in tasks], fontsize=8, parse_math=False)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the job started")
-    ax.set_title(f"job {report.job_id or '?'}: {report.state.value}, {report.wall_time:.3f} s")
+    ax.set_title(
+        f"job {escape_controls(report.job_id or '?')}: "
+        f"{report.state.value}, {report.wall_time:.3f} s",
+        parse_math=False,
+    )
     legend = [Patch(color=QUEUE_COLOUR, label="queued (ready)")] + [
         Patch(color=colour, label=state.value)
         for state, colour in COLOURS.items()

@@ -17,10 +17,12 @@ plain ``rich.text.Text``, never as markup.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, NoReturn
@@ -219,7 +221,31 @@ def _print_result(result: Any) -> None:
         if result.exception is not None:
             detail += f": {type(result.exception).__name__}: {result.exception}"
         err.print(Text(escape_controls(detail), style="red"))
-    out.print(Text(json.dumps(_jsonable(result.ctx), indent=2, ensure_ascii=False)))
+    text = json.dumps(_jsonable(result.ctx), indent=2, ensure_ascii=False)
+    out.print(Text(_escape_json_controls(text)))
+
+
+def _escape_json_controls(text: str) -> str:
+    """JSON text with its control and format characters as ``\\uNNNN`` escapes.
+
+    ``json.dumps(ensure_ascii=False)`` escapes only C0 controls; DEL, C1
+    controls (CSI), bidi overrides, separators and lone surrogates from user
+    values would reach the terminal raw. They can only sit inside JSON
+    strings, where a ``\\u`` escape keeps the text valid JSON; the layout's
+    own newlines are kept.
+    """
+    out: list[str] = []
+    for char in text:
+        if char != "\n" and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            code = ord(char)
+            if code > 0xFFFF:
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def _jsonable(ctx: dict[Any, Any]) -> dict[str, Any]:
@@ -324,12 +350,19 @@ def _lines(source: str, follow: bool) -> Iterator[str]:
 
 
 def _stdin_lines() -> Iterable[str]:
-    return sys.stdin
+    # Like a file (errors="replace"): an undecodable byte must not end the tail.
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
 
 
 def format_entry(entry: dict[str, Any]) -> Text:
     """One readable line: time, short job id, task or JOB, old -> new, attempt, duration, error."""
-    when = datetime.fromtimestamp(float(entry["ts"])).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        when = datetime.fromtimestamp(float(entry["ts"])).strftime("%H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError):  # a time no clock can show
+        when = f"{float(entry['ts']):.6g}"
     job = str(entry["job_id"])[:8]
     is_task = entry["event"] == "task_transition"
     who = escape_controls(str(entry["task"])) if is_task else "JOB"
@@ -346,7 +379,7 @@ def format_entry(entry: dict[str, Any]) -> Text:
         (new, STATE_STYLES.get(new, "")),
     )
     if is_task and entry.get("attempt"):
-        text.append(f"  #{entry['attempt']}", style="dim")
+        text.append(f"  #{escape_controls(str(entry['attempt']))}", style="dim")
     duration = entry.get("duration")
     if isinstance(duration, (int, float)):
         text.append(f"  {duration:.3f}s", style="dim")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import math
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from typing import Any
 import immutables
 import pykka
 import pytest
+import structlog
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, Task, TaskEvent, TaskState
@@ -1014,3 +1017,20 @@ def test_an_unconfigured_structlog_gets_only_warnings_and_errors() -> None:
     assert "ValueError" in out
     assert "new_state=ready" not in out  # no debug entries
     assert "job_transition" not in out  # no info entries
+
+
+def test_a_structlog_processor_that_raises_never_hangs_the_job() -> None:
+    def explode(_logger: Any, _name: str, entry: dict[str, Any]) -> dict[str, Any]:
+        if entry.get("new_state") == "completed":
+            raise RuntimeError("broken processor")
+        return entry
+
+    structlog.configure(
+        processors=[explode, structlog.processors.KeyValueRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.PrintLoggerFactory(io.StringIO()),
+    )
+    with pytest.warns(RuntimeWarning, match="broken processor"):
+        result = d.run([Task("a", incer), Task("b", incer, ["a"])], ctx={"v": 0}).get(timeout=WAIT)
+    assert result.ok
+    assert result.ctx == {"v": 2}

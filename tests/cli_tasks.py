@@ -1,0 +1,99 @@
+"""Task lists for the command line tests: ``daguerreo-actors run cli_tasks:ATTR``.
+
+The tests put this directory on the subprocess's PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from daguerreo_actors import Task
+
+Ctx = Mapping[str, Any]
+IsActive = Callable[[], bool]
+
+
+def _sleepy(name: str, seconds: float) -> Callable[[Ctx, IsActive], dict[str, Any]]:
+    def fn(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        time.sleep(seconds)
+        return {name: True}
+
+    return fn
+
+
+def _opaque(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"opaque": object(), "number": 42}
+
+
+def _add(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"sum": ctx.get("start", 0) + 1}
+
+
+def _boom(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    raise ValueError("boom\x1b[2J")
+
+
+def _spin(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
+    """Loop until the job is cancelled or times out; touch ctx["marker"] once running."""
+    marker = ctx.get("marker")
+    if marker:
+        Path(marker).write_text("running")
+    deadline = time.monotonic() + 30
+    while is_active() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"spun": True}
+
+
+def _evil_value(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    class Sneaky:
+        def __repr__(self) -> str:
+            return "sneaky\x1b]0;title\x07\u202e"
+
+    return {"text": "red\x1b[31m\u202eright\u009b", "sneaky": Sneaky()}
+
+
+#: A diamond: root, then a slow and a fast branch, then the sink.
+DIAMOND = [
+    Task("root", _sleepy("root", 0.02)),
+    Task("slow", _sleepy("slow", 0.3), dependencies=["root"]),
+    Task("fast", _sleepy("fast", 0.02), dependencies=["root"]),
+    Task("sink", _sleepy("sink", 0.02), dependencies=["slow", "fast"]),
+]
+
+#: Completes; one value is not JSON (printed as its repr).
+OPAQUE = [Task("opaque", _opaque)]
+
+#: Fails: "bad" raises on every attempt.
+FAILING = [
+    Task("fine", _add),
+    Task("bad", _boom, dependencies=["fine"]),
+]
+
+#: Runs until cancelled or timed out.
+SPINNER = [Task("spin", _spin)]
+
+#: Three problems at once: a missing dependency, a cycle, a bad timeout.
+INVALID: list[dict[str, Any]] = [
+    {"name": "a", "fn": _add, "dependencies": ["nowhere"]},
+    {"name": "b", "fn": _add, "dependencies": ["c"]},
+    {"name": "c", "fn": _add, "dependencies": ["b"]},
+    {"name": "d", "fn": _add, "timeout": -1},
+]
+
+#: Not a task list at all.
+NOT_TASKS = 42
+
+#: Names and values that try to reach the terminal raw.
+EVIL_NAME = "evil\x1b[31m\u202e\r\x07name"
+EVIL = [
+    Task(EVIL_NAME, _evil_value),
+    Task('quote"back\\slash', _add, dependencies=[EVIL_NAME]),
+]
+
+
+def make_tasks() -> list[Task]:
+    """A zero-argument function returning a task list."""
+    return [Task("one", _add), Task("two", _sleepy("two", 0.01), dependencies=["one"])]
