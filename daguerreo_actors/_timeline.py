@@ -48,6 +48,7 @@ def draw_timeline(report: JobReport, path: Path) -> Path:
         starts = [a.started_at for t in tasks for a in t.attempts if a.started_at is not None]
         origin = min(starts) if starts else 0.0
     height = max(2.5, 0.32 * len(tasks) + 1.2)
+    min_width = 0.004 * max(report.wall_time, 1e-3)
     fig, ax = plt.subplots(figsize=(10, min(height, 40)))
     for row, task in enumerate(tasks):
         for attempt in task.attempts:
@@ -62,7 +63,8 @@ def draw_timeline(report: JobReport, path: Path) -> Path:
             if attempt.started_at is None:
                 continue
             end = attempt.ended_at if attempt.ended_at is not None else report.ended_at
-            width = max((end or attempt.started_at) - attempt.started_at, 0.0)
+            # A floor of 0.4% of the job's span keeps instant attempts visible.
+            width = max((end or attempt.started_at) - attempt.started_at, min_width)
             ax.barh(
                 row,
                 width,
@@ -87,7 +89,8 @@ def draw_timeline(report: JobReport, path: Path) -> Path:
         for state, colour in COLOURS.items()
         if state is not None
     ]
-    ax.legend(handles=legend, fontsize=7, loc="lower right")
+    # Outside the axes, so it never hides a bar.
+    ax.legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
