@@ -5,7 +5,12 @@ See the README for the guarantees; the names below are the whole public API.
 
 from daguerreo_actors._console import ProgressListener, event_logger
 from daguerreo_actors._diagram import to_dot, to_mermaid
-from daguerreo_actors._errors import InternalError, InvalidTasksError, TaskError
+from daguerreo_actors._errors import (
+    InternalError,
+    InvalidTasksError,
+    NotPicklableError,
+    TaskError,
+)
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._job import Job, JobResult, cancel
 from daguerreo_actors._logging import configure_logging
@@ -25,6 +30,7 @@ __all__ = [
     "JobReport",
     "JobResult",
     "JobState",
+    "NotPicklableError",
     "ProgressListener",
     "Task",
     "TaskError",

@@ -69,3 +69,10 @@ class InternalError(RuntimeError):
     A job that hits one ends FAILED with this as its ``exception``; please
     report it with the chained cause.
     """
+
+
+class NotPicklableError(TypeError):
+    """A task's function, ctx or result cannot cross to another process.
+
+    The message names the task and the offending ctx or result key.
+    """

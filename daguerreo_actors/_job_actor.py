@@ -30,12 +30,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import pykka
 
+from daguerreo_actors._backends import ASYNC, Backend, backend_for, is_async
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._graph import Graph
@@ -87,7 +87,7 @@ class JobActor(pykka.ThreadingActor):
         log_values: bool = False,
         max_retries: int,
         max_concurrency: int,
-        executor: Executor | None,
+        executor: object,
         listeners: Sequence[Listener],
     ) -> None:
         super().__init__()
@@ -136,11 +136,12 @@ class JobActor(pykka.ThreadingActor):
         self._proxies: list[pykka.ActorRef[Any]] = []
         self._backlogs: list[Backlog] = []
         self._supervisor: pykka.ActorRef[Any] | None = None
-        self._dispatch: Callable[[TaskActor], None]
-        if executor is None:
-            self._dispatch = shared_pool().execute
-        else:
-            self._dispatch = _run_inline
+        # Where each node's attempts run: None is the engine's own pool; a
+        # coroutine function always runs on the engine's event loop.
+        self._backend = backend_for(executor, job.id, len(tasks))
+        self._backends: tuple[Backend | None, ...] = tuple(
+            ASYNC if is_async(t.fn) else self._backend for t in tasks
+        )
         self._handlers: dict[type, Callable[[Any], None]] = {
             Succeeded: self._on_succeeded,
             ReturnedInvalid: self._on_invalid,
@@ -311,6 +312,10 @@ class JobActor(pykka.ThreadingActor):
 
     def _new_actor(self, node: int) -> TaskActor:
         task = self._tasks[node]
+        backend = self._backends[node]
+        # Handing an attempt to a light backend is a submit: do it here.
+        # Running the function itself, or a heavy hand-over, goes to the pool.
+        inline = backend is not None and not backend.heavy
         return TaskActor(
             node,
             task.name,
@@ -318,8 +323,8 @@ class JobActor(pykka.ThreadingActor):
             job_id=self._job_id,
             job_ref=self.actor_ref,
             supervisor_ref=self._supervisor_ref(),
-            dispatch=self._dispatch,
-            executor=self._executor,
+            dispatch=_run_inline if inline else shared_pool().execute,
+            backend=backend,
             offers=self._offers,
         )
 
@@ -444,8 +449,16 @@ class JobActor(pykka.ThreadingActor):
         )
         self._report_drops()
         self._stop_children()
+        self._close_backends()
         self._job._resolve(result)
         self.stop()
+
+    def _close_backends(self) -> None:
+        for backend in {b for b in self._backends if b is not None}:
+            try:
+                backend.close()
+            except Exception as exc:  # noqa: BLE001 - cleanup must not fail the job
+                self._log.internal_error("backend.close", exc)
 
     def _report_drops(self) -> None:
         for position, backlog in enumerate(self._backlogs):
@@ -487,6 +500,6 @@ class JobActor(pykka.ThreadingActor):
 
 
 def _run_inline(actor: TaskActor) -> None:
-    # With a user executor the TaskActor's mailbox only submits to it, so it
+    # The TaskActor's mailbox only hands the attempt to its backend, so it
     # is run right here on the JobActor's thread.
     actor.run()

@@ -7,6 +7,7 @@ caller's thread and leaves nothing behind.
 from __future__ import annotations
 
 import decimal
+import importlib.util
 import math
 import numbers
 import os
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
+from daguerreo_actors._backends import DaskClient, is_dask_client
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener
@@ -33,7 +35,7 @@ def run(
     timeout: float | None = None,
     max_retries: int = 5,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    executor: Executor | None = None,
+    executor: Executor | DaskClient | None = None,
     listeners: Iterable[Listener] = (),
     log_values: bool = False,
 ) -> Job:
@@ -42,9 +44,11 @@ def run(
     ``ctx`` is the initial context; ``timeout`` the whole job's, in seconds,
     counted from this call (None or inf: none); ``max_retries`` the retries
     per task after a failure, unless the task sets its own;
-    ``max_concurrency`` the most tasks RUNNING at once; ``executor`` a
-    ``concurrent.futures.Executor`` to run task functions on (default: the
-    engine's own pool of threads); ``listeners`` callables taking one event,
+    ``max_concurrency`` the most tasks RUNNING at once; ``executor`` where
+    task functions run: a ``concurrent.futures.Executor`` (threads, or a
+    ``ProcessPoolExecutor``), a ``distributed.Client``, or None for the
+    engine's own pool of threads (coroutine functions always run on the
+    engine's event loop); ``listeners`` callables taking one event,
     or pykka ActorRefs that events are told to; ``log_values`` puts result
     values in the structured log entries (by default only their keys: values
     may hold secrets).
@@ -66,9 +70,16 @@ def run(
     if ctx is not None and not isinstance(ctx, Mapping):
         raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
     if executor is not None and not isinstance(executor, Executor):
-        raise TypeError(
-            f"executor must be a concurrent.futures.Executor or None, got {type(executor).__name__}"
-        )
+        if not is_dask_client(executor):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor, a distributed.Client "
+                f"or None, got {type(executor).__name__}"
+            )
+        if importlib.util.find_spec("distributed") is None:
+            raise ImportError(
+                "running on a dask cluster needs the dask extra: "
+                "pip install 'daguerreo-actors[dask]'"
+            )
     if not isinstance(log_values, bool):
         raise TypeError(f"log_values must be a bool, got {type(log_values).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):

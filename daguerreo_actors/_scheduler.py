@@ -179,6 +179,9 @@ class Scheduler:
             if claimed is not None and not self.ended:
                 raise InternalError(f"a stale report of node {node} claims node {claimed}")
             return None
+        if claimed is not None and claimed not in self.claimed and claimed not in self.offered:
+            # Checked before anything changes, like a refused retry.
+            raise InternalError(f"node {claimed} was started without an offer")
         self._set(node, _COMPLETED, result)
         self.running -= 1
         self.unfinished -= 1
@@ -408,11 +411,17 @@ class Scheduler:
                     self._set(node, _CANCELLED)
                     self.running -= 1
                 elif current is _READY and node in claimed:
-                    self.attempts[node] += 1
-                    self._set(node, _RUNNING)
-                    self._set(node, _CANCELLED)
+                    continue  # below, once the slot it took is free
                 elif current is _READY or current is _UNSCHEDULED:
                     self._set(node, _SKIPPED)
+            # A node a thread already took started in the slot of the attempt
+            # whose report is in flight: record its start only after every
+            # running attempt was cancelled, so the books never show more
+            # than max_concurrency RUNNING.
+            for node in sorted(claimed):
+                self.attempts[node] += 1
+                self._set(node, _RUNNING)
+                self._set(node, _CANCELLED)
             claimed.clear()
             self.ready.clear()
             self.unfinished = 0

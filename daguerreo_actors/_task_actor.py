@@ -11,8 +11,11 @@ on a dispatcher:
 
 - by default the shared :class:`~daguerreo_actors._pool.WorkerPool`; the
   task function then runs right on that pooled thread;
-- with a user ``executor``, the JobActor's own thread (a mailbox run there
-  only submits ``fn`` to the executor and returns).
+- with a backend (a user executor, processes, a dask cluster, the event
+  loop for coroutine functions: see ``_backends.py``), the mailbox only
+  hands the attempt to the backend, which reports back through
+  ``report_returned`` / ``report_raised``; it runs on the JobActor's thread,
+  or on the pool if handing over is heavy (pickling, network).
 
 Message flow: ``RunAttempt`` in; out, one of ``Succeeded`` or
 ``ReturnedInvalid`` to the JobActor, or ``AttemptRaised`` to the supervisor
@@ -40,17 +43,18 @@ order and the concurrency limit hold exactly as without them.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future
 from typing import Any
 
 import immutables
 import pykka
 import structlog
 
+from daguerreo_actors._backends import ASYNC, Backend
 from daguerreo_actors._messages import (
     AttemptRaised,
     InternalFailure,
@@ -112,14 +116,15 @@ class TaskActor:
     """Runs the attempts of one node; see the module docstring."""
 
     __slots__ = (
+        "_backend",
         "_dispatch",
-        "_executor",
         "_lock",
         "_mailbox",
         "_offers",
         "_scheduled",
         "_state",
         "fn",
+        "handle",
         "job_id",
         "job_ref",
         "name",
@@ -137,7 +142,7 @@ class TaskActor:
         job_ref: pykka.ActorRef[Any],
         supervisor_ref: pykka.ActorRef[Any],
         dispatch: Dispatch,
-        executor: Executor | None,
+        backend: Backend | None = None,
         offers: Offers | None = None,
     ) -> None:
         self.node = node
@@ -147,7 +152,9 @@ class TaskActor:
         self.job_ref = job_ref
         self.supervisor_ref = supervisor_ref
         self._dispatch = dispatch
-        self._executor = executor
+        self._backend = backend
+        #: What the backend needs to cancel the running attempt.
+        self.handle: Any = None
         self._offers = offers
         self._state = _ACTIVE
         self._lock = threading.Lock()
@@ -197,16 +204,23 @@ class TaskActor:
         """The attempt is no longer wanted (timeout or job end).
 
         Returns False if it had already finished: its report is on the way.
+        Otherwise the backend, if any, carries the abandon to where the
+        attempt runs (a flag in shared memory, a cluster-wide event, a
+        cancelled coroutine).
         """
         with self._lock:
             if self._state == _FINISHED:
                 return False
             self._state = _ABANDONED
-            return True
+        if self._backend is not None and self.handle is not None:
+            self._backend.cancel(self)
+        return True
 
     def stop(self) -> None:
         """The node is done with this actor."""
         self._state = _ABANDONED
+        if self._backend is not None and self.handle is not None:
+            self._backend.cancel(self)
 
     def rearm(self) -> None:
         """Reuse this (idle) actor for the node's next attempt, after an exception."""
@@ -224,34 +238,46 @@ class TaskActor:
     def _receive(self, message: RunAttempt) -> TaskActor | None:
         if self._state != _ACTIVE:
             return None
-        if self._executor is not None:
-            self._submit(message)
+        if self._backend is not None:
+            self._backend.start(self, message)
             return None
         try:
             result = self.fn(message.ctx, self.is_active)
         except BaseException as exc:  # noqa: BLE001 - user code must not take us down
             self._report_raised(message.attempt, exc)
             return None
+        if inspect.iscoroutine(result):
+            # A function that returned a coroutine (say, a wrapper around an
+            # async def): run it where coroutines run, cancellably.
+            self._backend = ASYNC
+            ASYNC.run(self, message.attempt, result)
+            return None
         return self._report_returned(message.attempt, result, self._offers)
 
-    def _submit(self, message: RunAttempt) -> None:
-        assert self._executor is not None
-        attempt = message.attempt
+    # -- reports from backends (any thread) ---------------------------------
+
+    def report_returned(self, attempt: int, result: Any) -> None:
+        """A backend's attempt returned ``result``."""
         try:
-            future = self._executor.submit(self.fn, message.ctx, self.is_active)
-        except BaseException as exc:  # noqa: BLE001 - e.g. a shut-down executor
-            self._report_raised(attempt, exc)
-            return
-
-        def done(future: Future[Any]) -> None:
-            try:
-                result = future.result(timeout=0)
-            except BaseException as exc:  # noqa: BLE001
-                self._report_raised(attempt, exc)
-                return
             self._report_returned(attempt, result, None)
+        except BaseException as exc:  # noqa: BLE001 - never kill a backend's thread
+            self._internal_error(exc)
 
-        future.add_done_callback(done)
+    def report_raised(self, attempt: int, exc: BaseException) -> None:
+        """A backend's attempt raised ``exc``."""
+        try:
+            self._report_raised(attempt, exc)
+        except BaseException as error:  # noqa: BLE001
+            self._internal_error(error)
+
+    def report_cancelled(self, attempt: int) -> None:
+        """A backend cancelled the attempt because we abandoned it."""
+        if self._finish():
+            # Not by us (we abandon first): the coroutine cancelled itself.
+            error = RuntimeError(f"task {self.name!r}: its coroutine was cancelled")
+            self._send(self.supervisor_ref, AttemptRaised(self.node, attempt, error))
+        else:
+            self._late(attempt)
 
     def _report_returned(
         self, attempt: int, result: Any, offers: Offers | None

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
-from daguerreo_actors import _pool
+from daguerreo_actors import _aio, _pool
 
 # Hypothesis profiles: "ci" (the default) is derandomized, so every run
 # draws the same examples, and prints the blob that replays a failure;
@@ -102,7 +102,7 @@ def logs() -> Iterator[list[dict[str, object]]]:
 
 
 @pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Like dask's check_thread_leak: nothing outlives a test's jobs.
 
     Every thread started during the test must be gone within the deadline
@@ -110,6 +110,10 @@ def _no_leaks() -> Iterator[None]:
     actor of ours may be left in pykka's registry.
     """
     before = set(threading.enumerate())
+    # Threads of other libraries a test uses on purpose (dask starts some
+    # lazily and keeps them): @pytest.mark.foreign_threads("Dask-", ...).
+    marker = request.node.get_closest_marker("foreign_threads")
+    foreign = tuple(marker.args) if marker else ()
     yield
 
     def settled() -> bool:
@@ -118,7 +122,13 @@ def _no_leaks() -> Iterator[None]:
         pool = _pool._pool
         if pool is not None:
             pool.retire_idle()
-        return not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if _aio._loop is not None:
+            _aio._loop.retire_idle()
+        return not [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.startswith(foreign)
+        ]
 
     ok = wait_until(settled)
     assert ok, (

@@ -1,0 +1,121 @@
+"""The engine's event loop, for task functions that are coroutines.
+
+One loop, on one daemon thread, shared by every job of the process: async
+tasks never take a thread each. It starts on first use and stops when no
+coroutine has run on it for ``IDLE_TIMEOUT`` seconds, like the pool.
+
+Cancellation is real here: a coroutine is wrapped in an asyncio Task, and
+cancelling the ``concurrent.futures.Future`` that ``submit`` returns cancels
+that Task, so the coroutine gets ``CancelledError`` at its next ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+#: Seconds the loop stays up with nothing to run.
+IDLE_TIMEOUT = 1.0
+
+
+class EngineLoop:
+    """A lazily started, self-stopping event loop thread."""
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self._idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._active = 0
+        self._generation = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run ``coro`` on the loop; returns a future that can cancel it."""
+        with self._lock:
+            if self._loop is None:
+                self._start()
+            assert self._loop is not None
+            self._active += 1
+            loop = self._loop
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        future.add_done_callback(self._finished)
+        return future
+
+    def retire_idle(self) -> bool:
+        """Stop the loop now if nothing runs on it; True if it was stopped."""
+        with self._lock:
+            if self._loop is None or self._active:
+                return False
+            self._stop_locked()
+            return True
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._generation += 1
+        thread = threading.Thread(
+            target=self._run,
+            args=(loop,),
+            name=f"daguerreo-loop-{self._generation}",
+            daemon=True,
+        )
+        self._loop = loop
+        self._thread = thread
+        thread.start()
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            finally:
+                loop.close()
+
+    def _finished(self, _future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active or self._loop is None:
+                return
+            loop, generation = self._loop, self._generation
+        try:
+            loop.call_soon_threadsafe(loop.call_later, self._idle_timeout, self._idle, generation)
+        except RuntimeError:  # the loop is already closing
+            pass
+
+    def _idle(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation and not self._active and self._loop is not None:
+                self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._loop = None
+        self._thread = None
+        loop.call_soon_threadsafe(loop.stop)
+
+
+_loop: EngineLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def shared_loop() -> EngineLoop:
+    """The process-wide engine loop, created on first use."""
+    global _loop
+    if _loop is None:
+        with _loop_lock:
+            if _loop is None:
+                _loop = EngineLoop()
+    return _loop

@@ -1,0 +1,120 @@
+"""The Dask tier on a real distributed.LocalCluster with two worker processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tier_tasks
+
+import daguerreo_actors as d
+from daguerreo_actors import JobState, Task, TaskState
+
+distributed = pytest.importorskip("distributed", reason="the [dask] extra is not installed")
+
+# distributed starts threads lazily and keeps them (callbacks, offloading,
+# the nanny's watchers of a restarted worker): not ours to check.
+pytestmark = pytest.mark.foreign_threads("Dask-", "AsyncProcess", "QueueFeederThread")
+WAIT = 60.0
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    import dask
+
+    # allowed-failures=0: a worker lost mid-task fails the task at once, so
+    # the loss reaches daguerreo_actors as an EXCEPTION of that attempt.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_tasks_run_on_the_cluster_and_results_come_back(client: Any) -> None:
+    tasks = [Task("a", tier_tasks.inc), Task("b", tier_tasks.inc, ["a"]), Task("p", tier_tasks.pid)]
+    result = d.run(tasks, ctx={"v": 0}, executor=client).get(timeout=WAIT)
+    assert result.ok
+    assert result.ctx["v"] == 2
+    assert result.ctx["pid"] in set(client.run(os.getpid).values())
+
+
+def test_cancel_stops_a_remote_looping_task_through_is_active(client: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "stopped"
+    job = d.run(
+        [Task("loop", tier_tasks.loop_until_inactive)],
+        ctx={"marker": str(marker)},
+        executor=client,
+    )
+    time.sleep(0.5)
+    assert not marker.exists()
+    cancelled_at = time.time()
+    assert job.cancel() is True
+    assert job.get(timeout=WAIT).state is JobState.CANCELLED
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert float(marker.read_text()) - cancelled_at < 2.0
+
+
+def test_a_task_timeout_reaches_the_remote_task(client: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "stopped"
+    task = Task("loop", tier_tasks.loop_until_inactive, timeout=0.5, max_retries=0)
+    started = time.time()
+    result = d.run([task], ctx={"marker": str(marker)}, executor=client).get(timeout=WAIT)
+    assert result.failure_reason is TaskState.TIMED_OUT
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert float(marker.read_text()) - started < 0.5 + 2.0
+    assert "stopped" not in result.ctx
+
+
+def test_a_worker_killed_mid_task_is_an_exception_and_the_attempt_is_retried(
+    client: Any, tmp_path: Path
+) -> None:
+    events: list[d.Event] = []
+    job = d.run(
+        [Task("fragile", tier_tasks.die_once, max_retries=2)],
+        ctx={"marker": str(tmp_path / "died")},
+        executor=client,
+        listeners=[events.append],
+    )
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    assert result.ok, result.exception
+    assert result.ctx["survived"] is True
+    assert result.attempts["fragile"] == 2
+    exception = next(
+        e for e in events if isinstance(e, d.TaskEvent) and e.new_state is TaskState.EXCEPTION
+    )
+    assert type(exception.exception).__name__ == "KilledWorker"
+    client.wait_for_workers(2, timeout=WAIT)
+
+
+def test_an_unpicklable_result_on_the_cluster_names_the_key(client: Any) -> None:
+    result = d.run(
+        [Task("locky", tier_tasks.unpicklable_result, max_retries=0)], executor=client
+    ).get(timeout=WAIT)
+    assert result.state is JobState.FAILED
+    assert "result key 'lock'" in str(result.exception)
+
+
+def test_a_client_without_the_dask_extra_gets_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Client:  # looks like distributed.Client to the engine
+        pass
+
+    Client.__module__ = "distributed.client"
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ImportError, match=r"daguerreo-actors\[dask\]"):
+        d.run([Task("a", tier_tasks.inc)], executor=Client())  # type: ignore[arg-type]

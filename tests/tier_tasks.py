@@ -1,0 +1,48 @@
+"""Task functions for the process and dask tiers: module-level, so they pickle."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+Ctx = Mapping[str, Any]
+IsActive = Callable[[], bool]
+
+
+def inc(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"v": ctx["v"] + 1}
+
+
+def pid(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"pid": os.getpid()}
+
+
+def loop_until_inactive(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
+    """Loops while wanted; then writes the time it noticed to ctx['marker']."""
+    deadline = time.monotonic() + 30
+    while is_active() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    Path(ctx["marker"]).write_text(str(time.time()))
+    return {"stopped": True}
+
+
+def unpicklable_result(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"fine": 1, "lock": threading.Lock()}
+
+
+def die_once(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    """Kills its worker process the first time (a marker file remembers)."""
+    marker = Path(ctx["marker"])
+    if not marker.exists():
+        marker.write_text("died")
+        os._exit(1)
+    return {"survived": True}
+
+
+def sleep_then_return(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    time.sleep(ctx.get("sleep", 0.05))
+    return {"slept": True}
