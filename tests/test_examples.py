@@ -45,3 +45,10 @@ def test_the_etl_example_retries_the_flaky_fetch_and_completes() -> None:
     assert "fetch-users > running -> completed #2" in out
     assert "state: completed" in out
     assert "totals: {'ada': 35, 'grace': 12}" in out
+
+
+def test_the_dask_example_makes_the_smoothie_on_a_local_cluster() -> None:
+    out = run_example("dask_cluster.py").stdout
+    assert "2 workers" in out
+    assert "JOB > running -> completed" in out
+    assert "smoothie: 'sugar + " in out
