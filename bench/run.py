@@ -398,11 +398,14 @@ def report(
                     small = find(results, "daguerreo_actors", shape, kind, min(ns), conc)
                     large = find(results, "daguerreo_actors", shape, kind, max(ns), conc)
                     if small and large:
+                        base_small = find(results, "graphlib", shape, kind, min(ns), conc)
+                        base_large = find(results, "graphlib", shape, kind, max(ns), conc)
                         checks.append(
                             (
                                 f"flat scaling {shape}/{kind} conc={conc}: 100k <= 1.3x 1k",
                                 large.us_per_task <= 1.3 * small.us_per_task,
-                                f"{fmt(large)} vs {fmt(small)} µs (x{ratio(large, small)})",
+                                f"{fmt(large)} vs {fmt(small)} µs (x{ratio(large, small)}; "
+                                f"graphlib x{ratio(base_large, base_small)})",
                             )
                         )
     lines += ["## Scenarios", ""]
@@ -459,6 +462,48 @@ def report(
     if design.exists():
         lines += [design.read_text().rstrip(), ""]
     return "\n".join(lines), checks
+
+
+README_START = "<!-- benchmarks:start (written by make bench) -->"
+README_END = "<!-- benchmarks:end -->"
+
+
+def quote_in_readme(report_text: str) -> None:
+    """Put the N=10,000 table and the scenarios in the README, between markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return
+    lines = report_text.splitlines()
+    start = lines.index("## N = 10,000")
+    table = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    scenarios = []
+    if "## Scenarios" in lines:
+        for line in lines[lines.index("## Scenarios") + 1 :]:
+            if line.startswith(("## ", "Debug-level")):
+                break
+            if line.startswith("- "):
+                scenarios.append(line)
+    quoted = "\n".join(
+        [
+            README_START,
+            "",
+            "N = 10,000 tasks, µs per task:",
+            "",
+            *table,
+            "",
+            *scenarios,
+            "",
+            README_END,
+        ]
+    )
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + quoted + tail)
 
 
 def _version(package: str) -> str:
@@ -530,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     text, checks = report(results, ns, big, validation, listeners, debug_cost, elapsed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    if not args.quick and args.out == ROOT / "docs" / "benchmarks.md":
+        quote_in_readme(text)
     plot(results, ns, args.plot)
     print(f"\nwrote {args.out} and {args.plot} in {elapsed:.0f} s")
     for name, ok, measured in checks:
