@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
             client = stack.enter_context(Client(argv[0]))
         else:
             cluster = stack.enter_context(
-                LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+                LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
             )
             client = stack.enter_context(Client(cluster))
         print(f"cluster: {client.scheduler.address}, {len(client.nthreads())} workers")
