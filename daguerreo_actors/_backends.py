@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from daguerreo_actors._aio import shared_loop
@@ -56,6 +57,10 @@ class Backend(Protocol):
 
 def is_async(fn: object) -> bool:
     """A coroutine function (``async def``, or a partial or callable of one)."""
+    if type(fn) is FunctionType:
+        # The common case, read straight off the code object: inspect's
+        # checks cost about a microsecond per task at 100k tasks.
+        return bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
     if inspect.iscoroutinefunction(fn):
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
