@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -187,6 +188,8 @@ def run_command(
         result = _wait(job)
     except KeyboardInterrupt:
         interrupted = True
+        # A second Ctrl-C while we cancel must not leave a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         job.cancel()
         result = job.get(timeout=10)
     job.wait_for_listeners(timeout=5)
@@ -309,6 +312,8 @@ def tail_command(
     """Show the transitions in a JSON-lines log (see configure_logging)."""
     out = _out()
     skipped = 0
+    # Stopped by a signal (kill, a supervisor): end like Ctrl-C, counts printed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for line in _lines(source, follow):
             if not line.strip():
@@ -334,6 +339,10 @@ def tail_command(
             _err().print(
                 Text(f"skipped {skipped} line{'s' if skipped != 1 else ''} (not JSON, or not ours)")
             )
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _lines(source: str, follow: bool) -> Iterator[str]:
