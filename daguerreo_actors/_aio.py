@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -39,12 +40,18 @@ class EngineLoop:
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         """Run ``coro`` on the loop; returns a future that can cancel it."""
         with self._lock:
-            if self._loop is None:
+            if self._loop is None or self._loop.is_closed():
                 self._start()
             assert self._loop is not None
             self._active += 1
             loop = self._loop
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except BaseException:
+            with self._lock:
+                self._active -= 1
+            coro.close()
+            raise
         future.add_done_callback(self._finished)
         return future
 
@@ -74,6 +81,12 @@ class EngineLoop:
         try:
             loop.run_forever()
         finally:
+            with self._lock:
+                # However the loop stopped (a BaseException escaping a
+                # callback, say), the next submit starts a fresh one.
+                if self._loop is loop:
+                    self._loop = None
+                    self._thread = None
             try:
                 pending = asyncio.all_tasks(loop)
                 for task in pending:
@@ -119,3 +132,13 @@ def shared_loop() -> EngineLoop:
             if _loop is None:
                 _loop = EngineLoop()
     return _loop
+
+
+def _forget_after_fork() -> None:
+    # A forked child inherits the loop object but not its thread.
+    global _loop, _loop_lock
+    _loop = None
+    _loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -114,10 +114,16 @@ class ExecutorBackend:
             actor.report_raised(attempt, exc)
             return
         future.add_done_callback(lambda done: _report(actor, attempt, done))
+        if not actor.attach(future):
+            future.cancel()
 
     def cancel(self, actor: TaskActor) -> None:
-        # A thread cannot be stopped: is_active() turning False is all there is.
-        pass
+        # A running thread cannot be stopped (is_active() turning False is
+        # all there is), but an attempt still queued in the executor is
+        # taken out, so nothing starts after an abandon.
+        future = actor.handle
+        if isinstance(future, Future):
+            future.cancel()
 
     def close(self) -> None:
         pass
@@ -143,8 +149,9 @@ class AsyncBackend:
         except BaseException as exc:  # noqa: BLE001
             actor.report_raised(attempt, exc)
             return
-        actor.handle = future
         future.add_done_callback(lambda done: _report(actor, attempt, done))
+        if not actor.attach(future):
+            future.cancel()
 
     def cancel(self, actor: TaskActor) -> None:
         future = actor.handle
@@ -160,8 +167,24 @@ class AsyncBackend:
 ASYNC = AsyncBackend()
 
 
+class _Escaped(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """Carries a SystemExit or KeyboardInterrupt out of a coroutine.
+
+    asyncio re-raises those two out of the event loop itself, which would
+    stop the engine's loop for every job; wrapped, they fail only the
+    attempt that raised them, like in every other tier.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
 async def _await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+    try:
+        return await value if inspect.isawaitable(value) else value
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Escaped(exc) from None
 
 
 def _report(actor: TaskActor, attempt: int, future: Future[Any]) -> None:
@@ -170,6 +193,9 @@ def _report(actor: TaskActor, attempt: int, future: Future[Any]) -> None:
         return
     try:
         result = future.result(timeout=0)
+    except _Escaped as escaped:
+        actor.report_raised(attempt, escaped.original)
+        return
     except BaseException as exc:  # noqa: BLE001
         actor.report_raised(attempt, exc)
         return

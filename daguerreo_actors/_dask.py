@@ -50,6 +50,10 @@ class DaskBackend:
         name = f"daguerreo-{self._job_id}-{actor.node}-{attempt}"
         try:
             distributed.Event(name, client=self._client).set()
+            if not actor.attach((None, name)):  # abandoned while we talked to the scheduler
+                self._clear(name)
+                actor.report_cancelled(attempt)
+                return
             future = self._client.submit(
                 run_on_worker,
                 actor.fn,
@@ -64,8 +68,9 @@ class DaskBackend:
             actor.report_raised(attempt, exc)
             self._clear(name)
             return
-        actor.handle = (future, name)
         future.add_done_callback(lambda done: self._done(actor, attempt, name, done))
+        if not actor.attach((future, name)):
+            self.cancel_handle(future, name)
 
     def _done(self, actor: TaskActor, attempt: int, name: str, future: Any) -> None:
         try:
@@ -88,10 +93,13 @@ class DaskBackend:
 
     def cancel(self, actor: TaskActor) -> None:
         handle = actor.handle
-        if not isinstance(handle, tuple):
-            return
-        future, name = handle
+        if isinstance(handle, tuple):
+            self.cancel_handle(*handle)
+
+    def cancel_handle(self, future: Any, name: str) -> None:
         self._clear(name)
+        if future is None:
+            return
         try:
             future.cancel()
         except Exception:  # noqa: BLE001 - the client may be closing

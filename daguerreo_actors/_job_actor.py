@@ -60,6 +60,7 @@ from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._supervisor import Supervisor
 from daguerreo_actors._task import Task
 from daguerreo_actors._task_actor import Offers, TaskActor
+from daguerreo_actors._text import safe_repr
 
 #: How many offers per slot the JobActor keeps published. A thread that
 #: takes offers back to back runs ahead of the JobActor, which reads its
@@ -134,7 +135,12 @@ class JobActor(pykka.ThreadingActor):
         self._actors: dict[int, TaskActor] = {}
         self._offered: dict[int, TaskActor] = {}
         self._proxies: list[pykka.ActorRef[Any]] = []
-        self._backlogs: list[Backlog] = []
+        # Made here, in the caller's thread, so that Job.wait_for_listeners()
+        # and Job.dropped_events work as soon as run() returns.
+        self._backlogs: list[Backlog] = [Backlog() for _ in listeners]
+        self._listeners_done = [threading.Event() for _ in listeners]
+        job._listeners_done = tuple(self._listeners_done)
+        job._backlogs = tuple(self._backlogs)
         self._supervisor: pykka.ActorRef[Any] | None = None
         # Where each node's attempts run: None is the engine's own pool; a
         # coroutine function always runs on the engine's event loop.
@@ -162,15 +168,10 @@ class JobActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         try:
-            done_events = []
-            for listener in self._listeners:
-                done = threading.Event()
-                backlog = Backlog()
-                done_events.append(done)
-                self._backlogs.append(backlog)
+            for listener, done, backlog in zip(
+                self._listeners, self._listeners_done, self._backlogs, strict=True
+            ):
                 self._proxies.append(ListenerProxy.start(listener, self._job_id, done, backlog))
-            self._job._listeners_done = tuple(done_events)
-            self._job._backlogs = tuple(self._backlogs)
             self._supervisor = Supervisor.start(
                 self.actor_ref, self._max_retries, self._job_deadline
             )
@@ -258,16 +259,19 @@ class JobActor(pykka.ThreadingActor):
     # -- carrying out the core's decisions ------------------------------------
 
     def _carry_out(self, started: list[int]) -> None:
+        core = self._core
+        # Flushed first: a transition out of RUNNING is logged with the
+        # duration of the attempt that ended, before _start records when
+        # the node's next attempt began.
+        if core.transitions or core.job_transitions:
+            self._flush()
         if started:
             self._start(started, time.monotonic())
-        core = self._core
         offers = self._offers
         if offers is not None and not core.ended:
             offers.ctx = core.ctx
             if core.ready:
                 self._offer()
-        if core.transitions or core.job_transitions:
-            self._flush()
         if core.ended:
             self._finish()
 
@@ -432,10 +436,11 @@ class JobActor(pykka.ThreadingActor):
 
     def _resolve(self, state: JobState, ctx: dict[Any, Any], **failure: Any) -> None:
         """Abandon what runs, stop the children, resolve the Job, stop."""
-        for actor in self._actors.values():
-            actor.abandon()
-        for actor in self._offered.values():
-            actor.abandon()
+        for actor in [*self._actors.values(), *self._offered.values()]:
+            try:
+                actor.abandon()
+            except BaseException as exc:  # noqa: BLE001 - resolve the job whatever happens
+                self._log.internal_error("abandon", exc)
         self._actors.clear()
         self._offered.clear()
         names = self._names
@@ -449,6 +454,10 @@ class JobActor(pykka.ThreadingActor):
         )
         self._report_drops()
         self._stop_children()
+        # Listeners whose proxy never started (a failed start) have nothing
+        # to consume: they are done.
+        for done in self._listeners_done[len(self._proxies) :]:
+            done.set()
         self._close_backends()
         self._job._resolve(result)
         self.stop()
@@ -481,7 +490,7 @@ class JobActor(pykka.ThreadingActor):
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         """End the job FAILED with an InternalError; never raise."""
-        error = InternalError(f"internal error in {where}: {exc!r}")
+        error = InternalError(f"internal error in {where}: {safe_repr(exc)}")
         error.__cause__ = exc
         try:
             self._log.internal_error(where, exc)
@@ -495,8 +504,32 @@ class JobActor(pykka.ThreadingActor):
             self._resolve_bare(error)
 
     def _resolve_bare(self, exc: BaseException) -> None:
-        if not self._job.done():
-            self._resolve(JobState.FAILED, dict(self._core.initial_ctx), exception=exc)
+        """The last resort: resolve the Job first, then clean up what can be."""
+        if self._job.done():
+            return
+        core = self._core
+        self._job._resolve(
+            JobResult(
+                state=JobState.FAILED,
+                ctx=dict(core.initial_ctx),
+                task_states=MappingProxyType(dict(zip(self._names, core.states, strict=True))),
+                attempts=MappingProxyType(dict(zip(self._names, core.attempts, strict=True))),
+                exception=exc,
+            )
+        )
+        for cleanup in (self._stop_children, self._close_backends):
+            try:
+                cleanup()
+            except BaseException:  # noqa: BLE001 - nothing more can be done
+                pass
+        for actor in [*self._actors.values(), *self._offered.values()]:
+            try:
+                actor.abandon()
+            except BaseException:  # noqa: BLE001
+                pass
+        for done in self._listeners_done:
+            done.set()
+        self.stop()
 
 
 def _run_inline(actor: TaskActor) -> None:

@@ -25,22 +25,22 @@ listener has consumed the job's events; ``done`` is then set (see
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pykka
-import structlog
 
 from daguerreo_actors._events import Event
+from daguerreo_actors._logging import log_outside
 from daguerreo_actors._messages import EventBatch
+from daguerreo_actors._text import safe_repr
 
 Listener = Callable[[Event], Any] | pykka.ActorRef[Any]
 
 #: Events a listener may be behind before further events are dropped.
 LISTENER_BACKLOG_LIMIT = 100_000
-
-_log = structlog.get_logger("daguerreo_actors")
 
 
 def is_listener(value: object) -> bool:
@@ -93,12 +93,16 @@ class ListenerProxy(pykka.ThreadingActor):
         self._done = done
         self._backlog = backlog
         self._detached = False
+        # Taken once, safely: a listener's __repr__ is user code too.
+        self._name = safe_repr(listener)
 
     def on_receive(self, message: Any) -> None:
         if type(message) is not EventBatch:
             return
         try:
             self._deliver(message.events)
+        except BaseException:  # noqa: BLE001 - never die (pykka would stop_all on this)
+            pass
         finally:
             self._backlog.consumed(len(message.events))
 
@@ -111,10 +115,11 @@ class ListenerProxy(pykka.ThreadingActor):
             try:
                 listener(event)
             except BaseException as exc:  # noqa: BLE001 - a listener never takes us down
-                _log.error(
+                log_outside(
+                    logging.ERROR,
                     "listener_failed",
                     job_id=self._job_id,
-                    listener=repr(listener),
+                    listener=self._name,
                     exc_info=exc,
                 )
 
@@ -126,10 +131,11 @@ class ListenerProxy(pykka.ThreadingActor):
                 ref.tell(event)
             except pykka.ActorDeadError:
                 self._detached = True
-                _log.warning(
+                log_outside(
+                    logging.WARNING,
                     "listener_detached",
                     job_id=self._job_id,
-                    listener=repr(ref),
+                    listener=self._name,
                     reason="its actor has stopped",
                 )
                 return

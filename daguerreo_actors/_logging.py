@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import structlog
 
 from daguerreo_actors._states import JobState, TaskState
+from daguerreo_actors._text import safe_str
 
 LOGGER_NAME = "daguerreo_actors"
 
@@ -70,7 +71,7 @@ class _SafeLogger:
         def call(*args: Any, **kwargs: Any) -> None:
             try:
                 method(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - see the class docstring
+            except BaseException as exc:  # noqa: BLE001 - see the class docstring
                 if not self._warned:
                     self._warned = True
                     warnings.warn(
@@ -155,9 +156,9 @@ class TransitionLog:
         if isinstance(payload, BaseException):
             extra["exc_info"] = payload
             extra["error_type"] = type(payload).__name__
-            extra["error"] = str(payload)
+            extra["error"] = safe_str(payload)  # its __str__ is user code
         elif new is TaskState.COMPLETED and payload is not None:
-            extra["result_keys"] = [str(key) for key in payload]
+            extra["result_keys"] = [safe_str(key) for key in payload]
             if self.log_values:
                 extra["result"] = payload
         elif new is TaskState.INVALID_RESULT:
@@ -198,6 +199,21 @@ class TransitionLog:
 
     def internal_error(self, where: str, exc: BaseException) -> None:
         self._log.error("internal_error", where=where, exc_info=exc)
+
+
+def log_outside(level: int, event: str, **fields: Any) -> None:
+    """Log from outside a JobActor (pool threads, listener proxies), safely.
+
+    Follows the same rules as the JobActor's entries: nothing below warning
+    until the application configures structlog, and a processor that
+    raises (anything) drops the entry instead of breaking the caller.
+    """
+    if level < logging.WARNING and not structlog.is_configured():
+        return
+    try:
+        structlog.get_logger(LOGGER_NAME).log(level, event, **fields)
+    except BaseException:  # noqa: BLE001 - logging must never break a job
+        pass
 
 
 _LEVEL_NAMES = {

@@ -22,16 +22,16 @@ whose wait times out may exit only by giving back an unpromised slot
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import queue
 import threading
 from typing import Protocol
 
-import structlog
+from daguerreo_actors._logging import log_outside
 
 #: Seconds an idle pool thread waits for work before it exits.
 IDLE_TIMEOUT = 1.0
-
-_log = structlog.get_logger("daguerreo_actors")
 
 
 class Runnable(Protocol):
@@ -99,7 +99,7 @@ class WorkerPool:
                 try:
                     item = item.run()
                 except BaseException:  # noqa: BLE001  # pragma: no cover - TaskActor catches all
-                    _log.exception("pool_item_failed")
+                    log_outside(logging.ERROR, "pool_item_failed", exc_info=True)
                     item = None
             with lock:
                 self._idle += 1
@@ -137,3 +137,15 @@ def shared_pool() -> WorkerPool:
             if _pool is None:
                 _pool = WorkerPool()
     return _pool
+
+
+def _forget_after_fork() -> None:
+    # A forked child (a ProcessPoolExecutor worker, say) inherits the pool's
+    # bookkeeping but none of its threads: start over, or work queued there
+    # would wait forever for an "idle" thread that does not exist.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

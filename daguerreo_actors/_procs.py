@@ -49,10 +49,15 @@ class ProcessBackend:
 
     def start(self, actor: TaskActor, message: RunAttempt) -> None:
         attempt = message.attempt
+        offset = _HEADER + 4 * actor.node
         try:
             payload = pickle_call(actor.name, actor.fn, message.ctx)
-            _SLOT.pack_into(self._buf, _HEADER + 4 * actor.node, attempt)
-            actor.handle = attempt
+            # Raise the attempt's flag only if it is still wanted: an abandon
+            # during the pickling must not leave it raised (nor overwrite the
+            # flag of a retry that started since).
+            if not actor.attach(attempt, lambda: _SLOT.pack_into(self._buf, offset, attempt)):
+                actor.report_cancelled(attempt)
+                return
             future = self._executor.submit(
                 run_in_process, payload, self._memory.name, actor.node, attempt, actor.name
             )
@@ -73,9 +78,12 @@ class ProcessBackend:
         if self._closed:
             return
         self._closed = True
-        self._buf[0] = 0
-        self._memory.close()
-        self._memory.unlink()
+        try:
+            self._buf[0] = 0
+            self._memory.close()
+        finally:
+            # Whatever happened above, the name goes: no segment outlives its job.
+            self._memory.unlink()
 
 
 def _report(actor: TaskActor, attempt: int, future: Future[bytes]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
-from daguerreo_actors._text import escape_controls
+from daguerreo_actors._text import escape_controls, safe_str
 
 _OUTCOMES = frozenset(
     {
@@ -329,7 +329,7 @@ def _from_event(event: Event) -> _Record:
     assert isinstance(event, TaskEvent)
     error = None
     if event.exception is not None:
-        error = f"{type(event.exception).__name__}: {event.exception}"
+        error = f"{type(event.exception).__name__}: {safe_str(event.exception)}"
     return _Record(
         event.task,
         event.old_state.value,

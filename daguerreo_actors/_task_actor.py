@@ -44,6 +44,7 @@ order and the concurrency limit hold exactly as without them.
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 import time
 from collections import deque
@@ -52,9 +53,9 @@ from typing import Any
 
 import immutables
 import pykka
-import structlog
 
 from daguerreo_actors._backends import ASYNC, Backend
+from daguerreo_actors._logging import log_outside
 from daguerreo_actors._messages import (
     AttemptRaised,
     InternalFailure,
@@ -63,8 +64,6 @@ from daguerreo_actors._messages import (
     Succeeded,
 )
 from daguerreo_actors._task import TaskFn
-
-_log = structlog.get_logger("daguerreo_actors")
 
 Dispatch = Callable[["TaskActor"], None]
 
@@ -216,6 +215,23 @@ class TaskActor:
             self._backend.cancel(self)
         return True
 
+    def attach(self, handle: Any, before: Callable[[], None] | None = None) -> bool:
+        """Record where the running attempt is, unless it was abandoned meanwhile.
+
+        A backend calls this once it has handed the attempt over (``before``
+        runs under the same lock, e.g. to raise the attempt's flag). False
+        means the attempt was abandoned (or already finished) while it was
+        being handed over: the backend must then cancel it itself, since
+        ``abandon`` found no handle to cancel.
+        """
+        with self._lock:
+            if self._state != _ACTIVE:
+                return False
+            if before is not None:
+                before()
+            self.handle = handle
+            return True
+
     def stop(self) -> None:
         """The node is done with this actor."""
         self._state = _ABANDONED
@@ -331,7 +347,8 @@ class TaskActor:
             pass
 
     def _late(self, attempt: int) -> None:
-        _log.debug(
+        log_outside(
+            logging.DEBUG,
             "late_result_discarded",
             job_id=self.job_id,
             task=self.name,

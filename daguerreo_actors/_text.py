@@ -39,3 +39,19 @@ def escape_controls(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a placeholder if its ``__str__`` raises."""
+    try:
+        return str(value)
+    except BaseException:  # noqa: BLE001 - user objects: anything goes
+        return f"<unprintable {type(value).__name__}>"
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder if its ``__repr__`` raises."""
+    try:
+        return repr(value)
+    except BaseException:  # noqa: BLE001
+        return f"<unprintable {type(value).__name__}>"

@@ -45,7 +45,7 @@ from daguerreo_actors._report import JobReport, parse_entry
 from daguerreo_actors._run import run as run_job
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
-from daguerreo_actors._text import escape_controls
+from daguerreo_actors._text import escape_controls, safe_str
 from daguerreo_actors._validation import validate_tasks
 
 EXIT_OK = 0
@@ -222,7 +222,7 @@ def _print_result(result: Any) -> None:
     if result.state is JobState.FAILED:
         detail = f"failed task: {result.failed_task} ({result.failure_reason})"
         if result.exception is not None:
-            detail += f": {type(result.exception).__name__}: {result.exception}"
+            detail += f": {type(result.exception).__name__}: {safe_str(result.exception)}"
         err.print(Text(escape_controls(detail), style="red"))
     text = json.dumps(_jsonable(result.ctx), indent=2, ensure_ascii=False)
     out.print(Text(_escape_json_controls(text)))

@@ -46,3 +46,11 @@ def die_once(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
 def sleep_then_return(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
     time.sleep(ctx.get("sleep", 0.05))
     return {"slept": True}
+
+
+def nested_job(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    """Runs a whole job inside a (forked) worker process."""
+    import daguerreo_actors as d
+
+    result = d.run([d.Task("inner", inc)], ctx={"v": 41}).get(timeout=10)
+    return {"inner": result.ctx["v"]}
