@@ -27,13 +27,14 @@ settings.register_profile(
 )
 settings.register_profile(
     "soak",
+    max_examples=100 * 40,  # for tests that do not say; the others use examples()
     print_blob=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)
-SOAK_FACTOR = 40
+SOAK_FACTOR = 40  # also in the soak profile above
 
 
 def examples(ci: int) -> int:

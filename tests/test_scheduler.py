@@ -15,6 +15,7 @@ from typing import Any
 
 import immutables
 import pytest
+from conftest import examples
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -1865,7 +1866,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 
 SchedulerMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=50, deadline=None, report_multiple_bugs=False
+    max_examples=examples(60), stateful_step_count=50, deadline=None, report_multiple_bugs=False
 )
 # Passing takes seconds; shrinking a failure can take minutes, which the
 # project-wide 60 s timeout would cut short, leaving an unshrunk "flaky" report.
@@ -1898,7 +1899,7 @@ class OffersMachine(SchedulerMachine):
 # in; the failing assertion names the task and the transition. Add
 # Phase.shrink here to shrink one.
 OffersMachine.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=examples(150),
     stateful_step_count=80,
     deadline=None,
     report_multiple_bugs=False,
