@@ -16,6 +16,7 @@ debug entries filtered out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -177,6 +178,34 @@ def default_engines(n: int, kind: str) -> list[tuple[str, int, int]]:
         # enough for the plot; the gate is at 10k.
         configs.append(("dask.threaded", 8, 0))
     return configs
+
+
+def level_in_subprocess(n: int, reps: int) -> list[Result]:
+    """Run one size in a fresh process, so no size inherits another's heap.
+
+    In one long process the 100k runs came after the 1k and 10k ones (and
+    after Dask's 100k runs, which took the process to 2.6 GB): the grown
+    heap and its garbage collector weighed on them, not on the 1k runs.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.json"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.run",
+                "--level",
+                str(n),
+                "--reps",
+                str(reps),
+                "--results",
+                str(out),
+            ],
+            check=True,
+            cwd=ROOT,
+            timeout=900,
+        )
+        return [Result(**fields) for fields in json.loads(out.read_text())]
 
 
 # -- scenarios ------------------------------------------------------------------
@@ -556,9 +585,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N=1,000 and 10,000 only, fewer reps")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks.png")
+    parser.add_argument("--level", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     configure_typical_logging()
+    if args.level is not None:
+        # A child: one size, results as JSON for the parent.
+        found = matrix([args.level], {args.level: args.reps}, default_engines)
+        args.results.write_text(json.dumps([dataclasses.asdict(r) for r in found]))
+        return 0
     started = time.perf_counter()
     if args.quick:
         ns, reps = [1_000, 10_000], {1_000: 3, 10_000: 3}
@@ -566,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         # Three runs at 100k: the flat-scaling check compares medians, and
         # one run of a latency-bound chain swings with the VM.
         ns, reps = [1_000, 10_000, 100_000], {1_000: 7, 10_000: 5, 100_000: 3}
-    results = matrix(ns, reps, default_engines)
+    results = [result for n in ns for result in level_in_subprocess(n, reps[n])]
     big = None if args.quick else big_random_in_subprocess(100_000)
     validation = validation_time(100_000)
     listeners = listener_cost(10_000, 3)
