@@ -113,17 +113,13 @@ class ExecutorBackend:
         except BaseException as exc:  # noqa: BLE001 - e.g. a shut-down executor
             actor.report_raised(attempt, exc)
             return
-        future.add_done_callback(lambda done: _report(actor, attempt, done))
-        if not actor.attach(future):
-            future.cancel()
+        _follow(actor, attempt, future)
 
     def cancel(self, actor: TaskActor) -> None:
         # A running thread cannot be stopped (is_active() turning False is
         # all there is), but an attempt still queued in the executor is
         # taken out, so nothing starts after an abandon.
-        future = actor.handle
-        if isinstance(future, Future):
-            future.cancel()
+        _cancel_future(actor)
 
     def close(self) -> None:
         pass
@@ -149,15 +145,11 @@ class AsyncBackend:
         except BaseException as exc:  # noqa: BLE001
             actor.report_raised(attempt, exc)
             return
-        future.add_done_callback(lambda done: _report(actor, attempt, done))
-        if not actor.attach(future):
-            future.cancel()
+        _follow(actor, attempt, future)
 
     def cancel(self, actor: TaskActor) -> None:
-        future = actor.handle
-        if isinstance(future, Future):
-            # Cancels the asyncio Task: CancelledError at its next await.
-            future.cancel()
+        # Cancels the asyncio Task: CancelledError at its next await.
+        _cancel_future(actor)
 
     def close(self) -> None:
         pass
@@ -185,6 +177,19 @@ async def _await(value: Any) -> Any:
         return await value if inspect.isawaitable(value) else value
     except (SystemExit, KeyboardInterrupt) as exc:
         raise _Escaped(exc) from None
+
+
+def _follow(actor: TaskActor, attempt: int, future: Future[Any]) -> None:
+    """Report the future's outcome; cancel it if the attempt was abandoned meanwhile."""
+    future.add_done_callback(lambda done: _report(actor, attempt, done))
+    if not actor.attach(future):
+        future.cancel()
+
+
+def _cancel_future(actor: TaskActor) -> None:
+    future = actor.handle
+    if isinstance(future, Future):
+        future.cancel()
 
 
 def _report(actor: TaskActor, attempt: int, future: Future[Any]) -> None:

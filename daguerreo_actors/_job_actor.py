@@ -443,15 +443,7 @@ class JobActor(pykka.ThreadingActor):
                 self._log.internal_error("abandon", exc)
         self._actors.clear()
         self._offered.clear()
-        names = self._names
-        core = self._core
-        result = JobResult(
-            state=state,
-            ctx=ctx,
-            task_states=MappingProxyType(dict(zip(names, core.states, strict=True))),
-            attempts=MappingProxyType(dict(zip(names, core.attempts, strict=True))),
-            **failure,
-        )
+        result = self._result(state, ctx, **failure)
         self._report_drops()
         self._stop_children()
         # Listeners whose proxy never started (a failed start) have nothing
@@ -461,6 +453,16 @@ class JobActor(pykka.ThreadingActor):
         self._close_backends()
         self._job._resolve(result)
         self.stop()
+
+    def _result(self, state: JobState, ctx: dict[Any, Any], **failure: Any) -> JobResult:
+        names, core = self._names, self._core
+        return JobResult(
+            state=state,
+            ctx=ctx,
+            task_states=MappingProxyType(dict(zip(names, core.states, strict=True))),
+            attempts=MappingProxyType(dict(zip(names, core.attempts, strict=True))),
+            **failure,
+        )
 
     def _close_backends(self) -> None:
         for backend in {b for b in self._backends if b is not None}:
@@ -507,15 +509,8 @@ class JobActor(pykka.ThreadingActor):
         """The last resort: resolve the Job first, then clean up what can be."""
         if self._job.done():
             return
-        core = self._core
         self._job._resolve(
-            JobResult(
-                state=JobState.FAILED,
-                ctx=dict(core.initial_ctx),
-                task_states=MappingProxyType(dict(zip(self._names, core.states, strict=True))),
-                attempts=MappingProxyType(dict(zip(self._names, core.attempts, strict=True))),
-                exception=exc,
-            )
+            self._result(JobState.FAILED, dict(self._core.initial_ctx), exception=exc)
         )
         for cleanup in (self._stop_children, self._close_backends):
             try:

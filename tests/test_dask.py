@@ -15,6 +15,8 @@ import tier_tasks
 import daguerreo_actors as d
 from daguerreo_actors import JobState, Task, TaskState
 
+# `make test` installs the [dask] extra (dev depends on it), so CI always
+# runs this module; the skip only spares someone testing without the extra.
 distributed = pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
 # distributed starts threads lazily and keeps them (callbacks, offloading,
