@@ -12,9 +12,10 @@ from daguerreo_actors._errors import (
     TaskError,
 )
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
-from daguerreo_actors._job import Job, JobResult, cancel
+from daguerreo_actors._job import Job, cancel
 from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
+from daguerreo_actors._result import JobResult
 from daguerreo_actors._run import run
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task

@@ -1,64 +1,41 @@
-"""What the caller holds: the :class:`Job` future and its :class:`JobResult`.
+"""What the caller holds: the :class:`Job` future.
 
-The JobActor is the only writer of a job's state; the :class:`Job` object
-is shared between it and the caller's threads, so the few things both sides
-touch go through one lock:
+The JobActor makes its Job (``Job(job_id, actor, links)``) and is the only
+writer of its state, through three methods: ``_claim_end``, ``_set_state``
+and ``_resolve``. The Job is shared between the JobActor's drains and the
+caller's threads, so the few things both sides touch go through one lock:
 
 - the *end claim*: the first of the JobActor (completing, failing, timing
   out) and :meth:`Job.cancel` to claim the end decides the final state.
   ``cancel()`` returns True exactly when its claim won;
 - done callbacks, used by ``await job``.
+
+Waits of the caller (``get``, ``cancel``, ``wait_for_listeners``) run in
+real time, whatever clock the job runs on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
-import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from daguerreo_actors._clock import real_monotonic
+from daguerreo_actors._logwriter import flush as flush_log
 from daguerreo_actors._messages import CancelJob
-from daguerreo_actors._states import JobState, TaskState
+from daguerreo_actors._result import JobResult
+from daguerreo_actors._states import JobState
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from daguerreo_actors._listeners import Backlog
+    from daguerreo_actors._job_actor import JobActor
+    from daguerreo_actors._listeners import ListenerLink
 
 #: How long ``cancel()`` waits for the JobActor to carry a cancel out. It
 #: never runs user code, so this is only reached if the engine is broken.
 CANCEL_WAIT = 10.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JobResult:
-    """The outcome of a job.
-
-    ``ctx`` is the initial ctx updated with the outputs of the tasks that
-    completed, in completion order. The four failure fields are None unless
-    ``state`` is FAILED: ``failed_task`` names the task that failed the job,
-    ``failure_reason`` says how (EXCEPTION, TIMED_OUT or INVALID_RESULT),
-    ``exception`` is the very exception its last attempt raised (None if
-    that attempt timed out), ``invalid_result`` the non-mapping it returned.
-    """
-
-    state: JobState
-    ctx: dict[Any, Any]
-    task_states: Mapping[str, TaskState]
-    attempts: Mapping[str, int]
-    failed_task: str | None = None
-    failure_reason: TaskState | None = None
-    exception: BaseException | None = None
-    invalid_result: Any = None
-
-    @property
-    def ok(self) -> bool:
-        """True if the job COMPLETED."""
-        return self.state is JobState.COMPLETED
 
 
 class Job(pykka.ThreadingFuture[JobResult]):
@@ -68,7 +45,7 @@ class Job(pykka.ThreadingFuture[JobResult]):
     time; ``await job`` works in asyncio code without blocking the loop.
     """
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, actor: JobActor, links: Sequence[ListenerLink]) -> None:
         super().__init__()
         self._id = job_id
         self._state = JobState.IDLE
@@ -76,9 +53,8 @@ class Job(pykka.ThreadingFuture[JobResult]):
         self._end_claim: JobState | None = None
         self._done = False
         self._callbacks: list[Callable[[], None]] = []
-        self._actor_ref: pykka.ActorRef[Any] | None = None
-        self._listeners_done: Sequence[threading.Event] = ()
-        self._backlogs: Sequence[Backlog] = ()
+        self._actor = actor
+        self._links = tuple(links)
 
     def __repr__(self) -> str:
         return f"<Job {self._id} {self._state.value}>"
@@ -108,12 +84,7 @@ class Job(pykka.ThreadingFuture[JobResult]):
             if self._end_claim is not None:
                 return False
             self._end_claim = JobState.CANCELLED
-        ref = self._actor_ref
-        if ref is not None:
-            try:
-                ref.tell(CancelJob())
-            except pykka.ActorDeadError:
-                pass
+        self._actor.tell_here(CancelJob())
         try:
             self.get(timeout=CANCEL_WAIT)
         except pykka.Timeout:  # pragma: no cover - only with a broken engine
@@ -127,21 +98,24 @@ class Job(pykka.ThreadingFuture[JobResult]):
         Non-zero only for a listener that fell more than
         ``LISTENER_BACKLOG_LIMIT`` events behind; see the README.
         """
-        return tuple(backlog.dropped for backlog in self._backlogs)
+        return tuple(link.backlog.dropped for link in self._links)
 
     def wait_for_listeners(self, timeout: float | None = None) -> bool:
         """Wait until every listener has consumed all of this job's events.
 
         ``get()`` never waits for listeners (a slow listener delays nobody
-        but itself); call this when you need their side effects. Returns
-        False if ``timeout`` seconds passed first.
+        but itself); call this when you need their side effects. It also
+        waits until the job's log entries are written (the engine writes
+        them on a thread of its own). Returns False if ``timeout`` seconds
+        passed first.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for event in self._listeners_done:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not event.wait(remaining):
+        deadline = None if timeout is None else real_monotonic() + timeout
+        for link in self._links:
+            remaining = None if deadline is None else max(0.0, deadline - real_monotonic())
+            if not link.done.wait(remaining):
                 return False
-        return True
+        remaining = None if deadline is None else max(0.0, deadline - real_monotonic())
+        return flush_log(remaining)
 
     def __await__(self) -> Generator[Any, None, JobResult]:
         # pykka's Future.__await__ blocks the event loop in get(); wake the
@@ -177,9 +151,11 @@ class Job(pykka.ThreadingFuture[JobResult]):
         self._state = state
 
     def _resolve(self, result: JobResult) -> None:
-        self._state = result.state
-        self.set(result)
         with self._lock:
+            if self._done:
+                return
+            self._state = result.state
+            self.set(result)
             self._done = True
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:

@@ -17,17 +17,19 @@ event on (a ``pykka.ActorRef``):
   (once when dropping starts, once with the total when the job ends);
 - an ActorRef listener whose actor has stopped is detached (logged once).
 
-After the job's last event the JobActor stops each proxy with a stop
-message queued behind the events, so the proxy lives exactly until its
-listener has consumed the job's events; ``done`` is then set (see
-``Job.wait_for_listeners``).
+After the job's last event the JobActor releases each proxy's
+:class:`ListenerLink`: a stop message queued behind the events, so the proxy
+lives exactly until its listener has consumed the job's events; ``done`` is
+then set (see ``Job.wait_for_listeners``). A proxy stopped by anyone else
+(``pykka.ActorRegistry.stop_all()``) tells the job through ``lost``, and the
+job ends CANCELLED instead of waiting on a listener that is gone.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pykka
@@ -35,7 +37,7 @@ import pykka
 from daguerreo_actors._events import Event
 from daguerreo_actors._logging import log_outside
 from daguerreo_actors._messages import EventBatch
-from daguerreo_actors._text import safe_repr
+from daguerreo_actors._text import cut, safe_repr
 
 Listener = Callable[[Event], Any] | pykka.ActorRef[Any]
 
@@ -75,6 +77,56 @@ class Backlog:
             self.pending -= count
 
 
+class ListenerLink:
+    """The JobActor's end of one listener's proxy."""
+
+    __slots__ = ("backlog", "done", "position", "ref", "released")
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.backlog = Backlog()
+        self.done = threading.Event()
+        self.ref: pykka.ActorRef[Any] | None = None
+        #: Set before the JobActor stops the proxy: a stop without it came from outside.
+        self.released = False
+
+    def send(self, batch: EventBatch, count: int) -> None:
+        ref = self.ref
+        try:
+            if ref is None:
+                raise pykka.ActorDeadError("never started")
+            ref.tell(batch)
+        except pykka.ActorDeadError:
+            self.backlog.consumed(count)
+
+    def release(self) -> None:
+        """Stop the proxy once its listener has consumed every event sent."""
+        self.released = True
+        ref = self.ref
+        if ref is None:
+            self.done.set()
+            return
+        try:
+            ref.stop(block=False)
+        except pykka.ActorDeadError:
+            self.done.set()
+
+
+def start_listeners(
+    listeners: Sequence[Listener], job_id: str, lost: Callable[[str], None]
+) -> list[ListenerLink]:
+    """One started proxy per listener; on failure, stops those already started."""
+    links = [ListenerLink(position) for position in range(len(listeners))]
+    try:
+        for link, listener in zip(links, listeners, strict=True):
+            link.ref = ListenerProxy.start(listener, job_id, link, lost)
+    except BaseException:
+        for link in links:
+            link.release()
+        raise
+    return links
+
+
 class ListenerProxy(pykka.ThreadingActor):
     """Delivers one job's events to one listener."""
 
@@ -84,17 +136,19 @@ class ListenerProxy(pykka.ThreadingActor):
         self,
         listener: Listener,
         job_id: str,
-        done: threading.Event,
-        backlog: Backlog,
+        link: ListenerLink,
+        lost: Callable[[str], None],
     ) -> None:
         super().__init__()
         self._listener = listener
         self._job_id = job_id
-        self._done = done
-        self._backlog = backlog
+        self._link = link
+        self._done = link.done
+        self._backlog = link.backlog
+        self._lost = lost
         self._detached = False
         # Taken once, safely: a listener's __repr__ is user code too.
-        self._name = safe_repr(listener)
+        self._name = cut(safe_repr(listener), 200)
 
     def on_receive(self, message: Any) -> None:
         if type(message) is not EventBatch:
@@ -120,7 +174,7 @@ class ListenerProxy(pykka.ThreadingActor):
                     "listener_failed",
                     job_id=self._job_id,
                     listener=self._name,
-                    exc_info=exc,
+                    exc=exc,
                 )
 
     def _forward(self, ref: pykka.ActorRef[Any], events: tuple[Event, ...]) -> None:
@@ -142,6 +196,11 @@ class ListenerProxy(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         self._done.set()
+        if not self._link.released:
+            try:
+                self._lost(f"the proxy actor of listener #{self._link.position} was stopped")
+            except BaseException:  # noqa: BLE001 - never die (pykka would stop_all on this)
+                pass
 
     def on_failure(self, *_exc_info: object) -> None:  # pragma: no cover - on_receive catches
         self._done.set()

@@ -1,9 +1,19 @@
-"""The engine's structlog entries, at next to no cost when filtered out.
+"""The engine's structlog entries: built on the job's path, written off it.
 
 Every transition is logged through the structlog logger named
 ``daguerreo_actors``: ``job_transition`` (info) and ``task_transition``
 (debug; EXCEPTION and TIMED_OUT at warning, INVALID_RESULT and FAILED at
-error, with the exception). The library never configures structlog.
+error). The library never configures structlog. Field names are those of
+the log schema, ``_logfile.py``.
+
+The JobActor only builds an entry's plain fields; the structlog call, and
+anything that runs user code (an exception's ``__str__``, formatting a
+traceback), happens on the log writer's thread (``_logwriter.py``), so no
+processor, renderer or exception can delay a job. No entry hands structlog
+a live exception: a failure carries ``error_type`` and ``error`` (the
+message, cut to :data:`ERROR_LIMIT` characters), and the entry for FAILED a
+``traceback`` field, plain text, frames only, no locals. Values (results,
+ctx, bad results) appear only with ``log_values=True``.
 
 Until the application configures structlog (``structlog.is_configured()``),
 debug and info entries are not emitted: structlog's unconfigured default
@@ -14,7 +24,7 @@ A filtered entry must cost next to nothing on the per-task path, so the
 levels are resolved once per job from the bound logger
 (``is_enabled_for``, which both structlog's filtering loggers and its
 stdlib wrapper have) and a disabled level is skipped with one attribute
-test, before any argument is built.
+test, before any field is built.
 """
 
 from __future__ import annotations
@@ -23,15 +33,24 @@ import json
 import logging
 import os
 import sys
-import warnings
+import traceback
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
 
+from daguerreo_actors._logwriter import writer
 from daguerreo_actors._states import JobState, TaskState
-from daguerreo_actors._text import safe_str
+from daguerreo_actors._text import cut, safe_repr, safe_str
 
 LOGGER_NAME = "daguerreo_actors"
+
+#: Characters of an error message kept in an entry.
+ERROR_LIMIT = 500
+#: Characters of a formatted traceback kept in an entry.
+TRACEBACK_LIMIT = 4000
+#: Characters of a bad result's repr kept (only with ``log_values=True``).
+VALUE_LIMIT = 200
 
 _LEVELS: dict[TaskState, int] = {
     TaskState.EXCEPTION: logging.WARNING,
@@ -51,54 +70,46 @@ def _enabled(logger: Any, level: int) -> bool:
         return True
 
 
-class _SafeLogger:
-    """A bound logger whose calls never raise.
+def error_fields(exc: BaseException, *, with_traceback: bool = False) -> dict[str, Any]:
+    """``error_type``, ``error`` (cut) and, if asked, ``traceback`` of an exception.
 
-    Processors and renderers are the application's code: one that raises
-    must not take a job down with it. The first failure is reported once as
-    a RuntimeWarning; entries that fail are dropped.
+    Runs user code (the exception's ``__str__``): call it off the job's path.
     """
+    fields: dict[str, Any] = {
+        "error_type": type(exc).__name__,
+        "error": cut(safe_str(exc), ERROR_LIMIT),
+    }
+    if with_traceback:
+        fields["traceback"] = format_traceback(exc)
+    return fields
 
-    __slots__ = ("_bound", "_warned")
 
-    def __init__(self, bound: Any) -> None:
-        self._bound = bound
-        self._warned = False
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._bound, name)
-
-        def call(*args: Any, **kwargs: Any) -> None:
-            try:
-                method(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - see the class docstring
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(
-                        f"daguerreo_actors: logging an entry raised {exc!r}; "
-                        "entries that fail are dropped",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-
-        return call
+def format_traceback(exc: BaseException) -> str:
+    """The exception's traceback as plain text: frames and message, no locals, cut."""
+    try:
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        text = "".join(lines)
+    except BaseException:  # noqa: BLE001 - a __str__ that raises, a broken frame
+        text = f"{type(exc).__name__}: {safe_str(exc)}"
+    return cut(text.rstrip("\n"), TRACEBACK_LIMIT)
 
 
 class TransitionLog:
-    """Logs one job's transitions.
+    """Builds one job's entries and hands them to the log writer.
 
     Every entry carries ``job_id`` and ``ts`` (the transition's wall-clock
     time, epoch seconds); task entries ``task``, ``old_state``,
     ``new_state``, ``attempt``; transitions out of RUNNING the attempt's
     ``duration`` (seconds); UNSCHEDULED -> READY the task's ``dependencies``
     (what ``daguerreo-actors summary`` needs for the critical path);
-    COMPLETED the ``result_keys``; failures ``error_type`` and ``error``
-    (the exception's message, as raised). Values (results, bad results)
-    appear only with ``log_values=True``: they may hold secrets.
+    COMPLETED the ``result_keys``; failures ``error_type`` and ``error``;
+    FAILED also ``traceback``; INVALID_RESULT ``result_type``.
     """
 
     __slots__ = (
-        "_log",
+        "_bound",
+        "_job_id",
+        "_put",
         "debug_enabled",
         "error_enabled",
         "info_enabled",
@@ -107,8 +118,12 @@ class TransitionLog:
     )
 
     def __init__(self, job_id: str, *, log_values: bool = False) -> None:
+        # Called in run(), on the caller's thread: resolving the levels may
+        # run the application's wrapper class.
         bound = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
-        self._log = _SafeLogger(bound)
+        self._bound = bound
+        self._job_id = job_id
+        self._put = writer().put
         self.log_values = log_values
         # Unconfigured, structlog prints every level to stdout: a library's
         # per-task chatter would flood an application that never asked for
@@ -127,13 +142,23 @@ class TransitionLog:
             return self.debug_enabled
         return self.error_enabled if level == logging.ERROR else self.warning_enabled
 
+    def emit(
+        self,
+        level: int,
+        event: str,
+        fields: dict[str, Any],
+        prepare: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Queue one entry; ``prepare`` completes its fields on the writer's thread."""
+        self._put(self._bound, level, event, fields, prepare)
+
     def job(self, old: JobState, new: JobState, ts: float, duration: float | None = None) -> None:
         if not self.info_enabled:
             return
-        extra: dict[str, Any] = {}
+        fields: dict[str, Any] = {"old_state": old.value, "new_state": new.value, "ts": ts}
         if duration is not None:
-            extra["duration"] = round(duration, 6)
-        self._log.info("job_transition", old_state=old.value, new_state=new.value, ts=ts, **extra)
+            fields["duration"] = round(duration, 6)
+        self.emit(logging.INFO, "job_transition", fields)
 
     def task(
         self,
@@ -141,77 +166,115 @@ class TransitionLog:
         old: TaskState,
         new: TaskState,
         attempt: int,
-        payload: Any,
         ts: float,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
         duration: float | None = None,
         dependencies: list[str] | None = None,
     ) -> None:
         """Log one transition; the caller has checked ``enabled_for(new)``."""
         level = _LEVELS.get(new, logging.DEBUG)
-        extra: dict[str, Any] = {}
+        fields: dict[str, Any] = {
+            "task": name,
+            "old_state": old.value,
+            "new_state": new.value,
+            "attempt": attempt,
+            "ts": ts,
+        }
         if duration is not None:
-            extra["duration"] = round(duration, 6)
+            fields["duration"] = round(duration, 6)
         if dependencies is not None:
-            extra["dependencies"] = dependencies
-        if isinstance(payload, BaseException):
-            extra["exc_info"] = payload
-            extra["error_type"] = type(payload).__name__
-            extra["error"] = safe_str(payload)  # its __str__ is user code
-        elif new is TaskState.COMPLETED and payload is not None:
-            extra["result_keys"] = [safe_str(key) for key in payload]
-            if self.log_values:
-                extra["result"] = payload
+            fields["dependencies"] = dependencies
+        prepare: Callable[[dict[str, Any]], None] | None = None
+        if exception is not None:
+            prepare = _ExceptionFields(exception, new is TaskState.FAILED)
+        elif new is TaskState.COMPLETED and result is not None:
+            prepare = _ResultFields(result, self.log_values)
         elif new is TaskState.INVALID_RESULT:
-            extra["result_type"] = type(payload).__name__
+            fields["result_type"] = type(result).__name__
             if self.log_values:
-                extra["result"] = repr(payload)
-        self._log.log(
-            level,
-            "task_transition",
-            task=name,
-            old_state=old.value,
-            new_state=new.value,
-            attempt=attempt,
-            ts=ts,
-            **extra,
-        )
+                prepare = _ValueFields(result)
+        self.emit(level, "task_transition", fields, prepare)
 
     def late_result(self, name: str, attempt: int) -> None:
         if self.debug_enabled:
-            self._log.debug(
+            self.emit(
+                logging.DEBUG,
                 "late_result_discarded",
-                task=name,
-                attempt=attempt,
-                reason="attempt no longer running (timed out, or the job ended)",
+                {
+                    "task": name,
+                    "attempt": attempt,
+                    "reason": "attempt no longer running (timed out, or the job ended)",
+                },
             )
 
     def listener_dropped(
         self, listener: int, dropped: int, limit: int, *, final: bool = False
     ) -> None:
         if self.warning_enabled:
-            self._log.warning(
+            self.emit(
+                logging.WARNING,
                 "listener_events_dropped",
-                listener=listener,
-                dropped=dropped,
-                backlog_limit=limit,
-                when="job end (total)" if final else "backlog full (dropping starts)",
+                {
+                    "listener": listener,
+                    "dropped": dropped,
+                    "backlog_limit": limit,
+                    "when": "job end (total)" if final else "backlog full (dropping starts)",
+                },
             )
 
     def internal_error(self, where: str, exc: BaseException) -> None:
-        self._log.error("internal_error", where=where, exc_info=exc)
+        self.emit(logging.ERROR, "internal_error", {"where": where}, _ExceptionFields(exc, True))
+
+
+class _ExceptionFields:
+    __slots__ = ("_exc", "_traceback")
+
+    def __init__(self, exc: BaseException, with_traceback: bool) -> None:
+        self._exc = exc
+        self._traceback = with_traceback
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        fields.update(error_fields(self._exc, with_traceback=self._traceback))
+
+
+class _ResultFields:
+    __slots__ = ("_result", "_values")
+
+    def __init__(self, result: Any, values: bool) -> None:
+        self._result = result
+        self._values = values
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        fields["result_keys"] = [safe_str(key) for key in self._result]
+        if self._values:
+            fields["result"] = self._result
+
+
+class _ValueFields:
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        fields["result"] = cut(safe_repr(self._value), VALUE_LIMIT)
 
 
 def log_outside(level: int, event: str, **fields: Any) -> None:
-    """Log from outside a JobActor (pool threads, listener proxies), safely.
+    """Log from outside a job's path (pool threads, listener proxies), safely.
 
-    Follows the same rules as the JobActor's entries: nothing below warning
-    until the application configures structlog, and a processor that
-    raises (anything) drops the entry instead of breaking the caller.
+    Follows the same rules as a job's entries: nothing below warning until
+    the application configures structlog; written by the log writer.
+    Exceptions go in as ``exc`` and are turned into error fields there.
     """
     if level < logging.WARNING and not structlog.is_configured():
         return
+    exc = fields.pop("exc", None)
+    prepare = None if exc is None else _ExceptionFields(exc, True)
     try:
-        structlog.get_logger(LOGGER_NAME).log(level, event, **fields)
+        writer().put(structlog.get_logger(LOGGER_NAME), level, event, fields, prepare)
     except BaseException:  # noqa: BLE001 - logging must never break a job
         pass
 

@@ -1,79 +1,63 @@
-"""The messages actors send each other: small, frozen, slotted dataclasses.
+"""The messages a job's actors send each other: small, frozen, slotted dataclasses.
 
-Who sends what (the success path has two hops; the supervisor is off it):
+Into the JobActor's mailbox (``_job_actor.py``):
 
-- JobActor -> TaskActor: :class:`RunAttempt` (the ctx snapshot travels with it).
-- TaskActor -> JobActor: :class:`Succeeded` (naming the offer its thread
-  took, if any) or :class:`ReturnedInvalid`.
-- TaskActor -> Supervisor: :class:`AttemptRaised`; the supervisor answers the
-  JobActor with :class:`RetryDecision`.
-- JobActor -> Supervisor: :class:`ArmDeadline` (only for tasks with a
-  timeout); at the deadline the supervisor sends :class:`DeadlinePassed`, and
-  at the job's deadline :class:`JobDeadlinePassed`.
-- ``Job.cancel()`` -> JobActor: :class:`CancelJob`.
-- Supervisor -> JobActor: :class:`InternalFailure` if the supervisor breaks.
-- JobActor -> each listener proxy: :class:`EventBatch`.
+- from ``run()``: :class:`Start`;
+- from a task's thread, through the JobActor's commit methods, which settle
+  the attempt's fate first: :class:`Succeeded` (naming the offer the
+  reporting thread took, if any), :class:`Raised`, :class:`Invalid`;
+- from the supervisor's timers: :class:`DeadlinePassed`,
+  :class:`JobDeadlinePassed`;
+- from ``Job.cancel()``: :class:`CancelJob`;
+- from anything of the job stopped from outside (the supervisor, a listener
+  proxy): :class:`ActorLost`; from a TaskActor's own bug: :class:`InternalFailure`.
+
+Out of it: ``RunAttempt`` to TaskActors (``_task_actor.py``) and
+:class:`EventBatch` to each listener's proxy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._events import Event
 
+if TYPE_CHECKING:
+    from daguerreo_actors._attempt import Attempt
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class RunAttempt:
-    attempt: int
-    ctx: Mapping[Any, Any]
+class Start:
+    pass
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Succeeded:
-    node: int
-    attempt: int
-    result: Mapping[Any, Any]
-    #: The offered node the reporting thread took, and when (monotonic).
-    claimed: int | None = None
-    claimed_at: float = 0.0
+    attempt: Attempt
+    output: Mapping[Any, Any]
+    #: The offered attempt the reporting thread took and started, if any.
+    taken: Attempt | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ReturnedInvalid:
-    node: int
-    attempt: int
+class Raised:
+    attempt: Attempt
+    exception: BaseException
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Invalid:
+    attempt: Attempt
     value: Any
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AttemptRaised:
-    node: int
-    attempt: int
-    exception: BaseException
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RetryDecision:
-    node: int
-    attempt: int
-    exception: BaseException
-    retry: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ArmDeadline:
-    node: int
-    attempt: int
-    deadline: float
+    #: Why the value cannot be merged, when it is not simply "not a mapping".
+    reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeadlinePassed:
-    node: int
-    attempt: int
-    retry: bool
+    attempt: Attempt
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,6 +68,11 @@ class JobDeadlinePassed:
 @dataclasses.dataclass(frozen=True, slots=True)
 class CancelJob:
     pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ActorLost:
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

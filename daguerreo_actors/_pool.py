@@ -98,8 +98,8 @@ class WorkerPool:
             while item is not None:
                 try:
                     item = item.run()
-                except BaseException:  # noqa: BLE001  # pragma: no cover - TaskActor catches all
-                    log_outside(logging.ERROR, "pool_item_failed", exc_info=True)
+                except BaseException as exc:  # noqa: BLE001  # pragma: no cover - items catch all
+                    log_outside(logging.ERROR, "pool_item_failed", exc=exc)
                     item = None
             with lock:
                 self._idle += 1

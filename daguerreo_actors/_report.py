@@ -18,13 +18,23 @@ built from events, from the ``tasks`` given to the report.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
+from daguerreo_actors._logfile import (
+    ATTEMPT,
+    DEPENDENCIES,
+    NEW_STATE,
+    OLD_STATE,
+    TASK,
+    TS,
+    EntryFilter,
+    entry_error,
+    is_task_entry,
+    iter_entries,
+)
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
 from daguerreo_actors._text import escape_controls, safe_str
@@ -151,9 +161,8 @@ class JobReport:
         ``job_id`` may be a prefix of the id. Raises LookupError if the log
         holds no such job.
         """
-        reports = cls.all_from_log(source)
-        if job_id is not None:
-            reports = [r for r in reports if r.job_id and r.job_id.startswith(job_id)]
+        wanted = EntryFilter(job=job_id)
+        reports = [r for r in cls.all_from_log(source) if wanted.matches_job(r.job_id)]
         if not reports:
             which = "no job" if job_id is None else f"no job {job_id!r}"
             raise LookupError(f"{which} in the log")
@@ -340,73 +349,14 @@ def _from_event(event: Event) -> _Record:
     )
 
 
-def _from_entry(entry: Mapping[str, Any]) -> _Record:
-    error = None
-    if entry.get("error_type"):
-        error = f"{entry['error_type']}: {entry.get('error', '')}"
-    deps = entry.get("dependencies")
+def _from_entry(entry: dict[str, Any]) -> _Record:
+    deps = entry.get(DEPENDENCIES)
     return _Record(
-        entry.get("task") if entry.get("event") == "task_transition" else None,
-        str(entry["old_state"]),
-        str(entry["new_state"]),
-        int(entry.get("attempt", 0)),
-        float(entry["ts"]),
-        error,
+        entry.get(TASK) if is_task_entry(entry) else None,
+        str(entry[OLD_STATE]),
+        str(entry[NEW_STATE]),
+        int(entry.get(ATTEMPT, 0)),
+        float(entry[TS]),
+        entry_error(entry),
         tuple(str(d) for d in deps) if isinstance(deps, list) else None,
     )
-
-
-_TASK_STATES = frozenset(s.value for s in TaskState)
-_JOB_STATES = frozenset(s.value for s in JobState)
-
-
-def parse_entry(line: str) -> dict[str, Any] | None:
-    """One of our transition entries from a JSON log line, or None.
-
-    None for anything else: not JSON, not an object, another logger's
-    entry, or one of ours missing what a transition needs.
-    """
-    try:
-        entry = json.loads(line)
-    except (ValueError, RecursionError):  # RecursionError: deeply nested garbage
-        return None
-    if not isinstance(entry, dict):
-        return None
-    kind = entry.get("event")
-    if kind not in ("job_transition", "task_transition"):
-        return None
-    if not isinstance(entry.get("job_id"), str) or not _is_number(entry.get("ts")):
-        return None
-    if "attempt" in entry and not _is_int(entry["attempt"]):
-        return None
-    states = _TASK_STATES if kind == "task_transition" else _JOB_STATES
-    if entry.get("old_state") not in states or entry.get("new_state") not in states:
-        return None
-    if kind == "task_transition" and not isinstance(entry.get("task"), str):
-        return None
-    return entry
-
-
-def _is_number(value: object) -> bool:
-    # json.loads reads NaN and Infinity; a bool is an int to isinstance.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def iter_entries(source: str | Path | Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Our transition entries from a log file (path) or an iterable of lines."""
-    if isinstance(source, (str, Path)):
-        with open(source, encoding="utf-8", errors="replace") as lines:
-            yield from _entries(lines)
-    else:
-        yield from _entries(source)
-
-
-def _entries(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    for line in lines:
-        entry = parse_entry(line)
-        if entry is not None:
-            yield entry

@@ -1,7 +1,11 @@
 """``run()``: check the options and the tasks, start the JobActor, return the Job.
 
 Everything is checked before any actor starts, so a bad call raises in the
-caller's thread and leaves nothing behind.
+caller's thread and leaves nothing behind. ``run()`` then starts the
+listeners' proxies, makes the JobActor (which makes its Job) and starts it:
+the roots' READY transitions and the first attempts' hand-over to the pool
+happen right here, so a small job costs no thread hand-off before its first
+task runs. No task code ever runs on the caller's thread.
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ import importlib.util
 import math
 import numbers
 import os
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from daguerreo_actors._backends import DaskClient, is_dask_client
+from daguerreo_actors._clock import REAL_CLOCK
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
-from daguerreo_actors._listeners import Listener, is_listener
+from daguerreo_actors._listeners import Listener, is_listener, start_listeners
+from daguerreo_actors._logging import TransitionLog
 from daguerreo_actors._task import Task, is_positive_seconds, to_seconds
+from daguerreo_actors._tiers import DaskClient, is_dask_client
 from daguerreo_actors._validation import build_graph
 
 #: The default ``max_concurrency``: one running task per CPU.
@@ -56,7 +61,8 @@ def run(
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
     """
-    started = time.monotonic()
+    clock = REAL_CLOCK
+    started = clock.monotonic()
     if timeout is not None and not is_positive_seconds(timeout):
         raise _option_error("timeout", timeout, "None or a number of seconds > 0 (inf for none)")
     if type(max_retries) is bool or not isinstance(max_retries, int):
@@ -102,21 +108,32 @@ def run(
         seconds = to_seconds(timeout)
         if not math.isinf(seconds):
             job_deadline = started + seconds
-    job = Job(uuid.uuid4().hex)
-    JobActor.start(
-        job,
-        task_tuple,
-        graph,
-        ctx={} if ctx is None else dict(ctx),
-        job_deadline=job_deadline,
-        run_started=started,
-        log_values=log_values,
-        max_retries=max_retries,
-        max_concurrency=max_concurrency,
-        executor=executor,
-        listeners=tuple(listener_list),
-    )
-    return job
+    job_id = uuid.uuid4().hex
+    log = TransitionLog(job_id, log_values=log_values)
+    holder: list[JobActor] = []
+    links = start_listeners(listener_list, job_id, lambda reason: holder[0].listener_lost(reason))
+    try:
+        actor = JobActor(
+            job_id,
+            task_tuple,
+            graph,
+            ctx={} if ctx is None else dict(ctx),
+            clock=clock,
+            job_deadline=job_deadline,
+            run_started=started,
+            log=log,
+            links=links,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
+            executor=executor,
+        )
+    except BaseException:
+        for link in links:
+            link.release()
+        raise
+    holder.append(actor)
+    actor.start()
+    return actor.job
 
 
 def _option_error(name: str, value: object, expected: str) -> Exception:

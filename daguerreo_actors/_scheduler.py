@@ -6,24 +6,13 @@ State, all indexed by node (a task's position in the validated list):
 - ``attempts[i]``: attempts started so far (incremented on READY -> RUNNING).
 - ``waiting_on[i]``: dependencies of ``i`` not yet COMPLETED; at 0 it is READY.
 - ``ready``: the FIFO of READY nodes; ``running``: how many are RUNNING.
-- ``ctx``: the job context as an ``immutables.Map`` (a HAMT), so the snapshot
-  handed to a starting task is O(1) and a merge is O(k log n), never a copy
-  of the whole context.
-- ``outputs``: the results merged so far, in completion order (the final
-  ``JobResult.ctx`` is rebuilt from these so it keeps that order).
+- ``outputs``: the outputs of COMPLETED tasks, in completion order (the
+  final ``JobResult.ctx`` is built from these so it keeps that order). The
+  ctx snapshots handed to starting tasks are not the core's business: the
+  shell keeps them (``_ctx.py``), merged on the reporting task's thread.
 
-Offers (why: see ``_task_actor.py``): ``offer(limit)`` publishes the first
-READY nodes of the queue so that a worker thread that frees a slot can start
-the next node without waiting for the actor. ``offered`` is always a prefix
-of ``ready``. A report ``completed(..., claimed=X)`` says the reporting
-thread took X and started it in the slot it freed: X goes READY -> RUNNING
-right after the completion. Before starting an offered node itself, the
-core asks the ``revoke`` hook to take the offer back; if a thread took it
-first, the node moves to ``claimed`` until the report naming it arrives.
-Ending the job withdraws every offer; a node already taken did start, so it
-goes READY -> RUNNING -> CANCELLED. The books never count more than
-``max_concurrency`` RUNNING: a taken node is counted only once the report
-that frees its slot is read.
+Offers (``offer``, ``claimed``, the ``revoke`` hook): see ``_offers.py``,
+which explains them once for the core and the shell.
 
 The JobActor feeds it one call per message it receives (``start``,
 ``completed``, ``invalid_result``, ``failed``, ``timed_out``, ``end``). Each
@@ -35,9 +24,12 @@ is refilled inside the same call, whatever freed it.
 
 Every task transition goes through :meth:`Scheduler._set`, which checks it
 against :data:`TASK_TRANSITIONS`. Transitions are recorded in
-``transitions`` (all of them when ``record`` is true, else only the failure
-ones, which are logged at warning level even when nobody listens) for the
-actor to turn into events and log entries.
+``transitions`` as :class:`Transition` records (all of them when ``record``
+is true, else only the failure ones, which are logged at warning level even
+when nobody listens) for the actor to turn into events and log entries.
+
+The job's first failure that made it FAILED is kept as a :class:`Failure`
+(``failure``); the JobActor copies it into the ``JobResult``.
 
 Retry decisions are made by the supervisor and passed in; the core only
 refuses one that would break ``attempts <= max_retries + 1``.
@@ -49,18 +41,36 @@ identity by default.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import immutables
-
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._graph import Graph
+from daguerreo_actors._result import Failure
 from daguerreo_actors._states import JOB_TRANSITIONS, TASK_TRANSITIONS, JobState, TaskState
 
-#: (node, old state, new state, attempt, payload: result, bad value or exception)
-Transition = tuple[int, TaskState, TaskState, int, Any]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transition:
+    """One task transition as the core made it.
+
+    ``result`` is the output on COMPLETED and the value returned on
+    INVALID_RESULT; ``exception`` what the attempt raised, on EXCEPTION and
+    on the FAILED that follows it. Nothing else tells them apart: a task
+    may return an exception instance, which is a value like any other.
+    """
+
+    node: int
+    old: TaskState
+    new: TaskState
+    attempt: int
+    result: Any = None
+    exception: BaseException | None = None
+    #: Why a result is INVALID_RESULT, in words (None: it is not a mapping).
+    detail: str | None = None
+
 
 _UNSCHEDULED = TaskState.UNSCHEDULED
 _READY = TaskState.READY
@@ -84,10 +94,6 @@ _NEXT: dict[int, frozenset[int]] = {
     for state in TaskState
 }
 _NOTABLE: frozenset[int] = frozenset(map(id, NOTABLE_STATES))
-
-
-def _as_dict(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    return mapping if type(mapping) is dict else dict(mapping)
 
 
 def retry_allowed(attempts: int, max_retries: int) -> bool:
@@ -126,25 +132,18 @@ class Scheduler:
         self.running = 0
         self.unfinished = n
         self.initial_ctx: Mapping[Any, Any] = {} if ctx is None else ctx
-        # immutables.Map reads any mapping but a dict or a Map as a sequence
-        # of pairs, so hand it a dict.
-        self.ctx: immutables.Map[Any, Any] = immutables.Map(_as_dict(self.initial_ctx))
         self.outputs: list[Mapping[Any, Any]] = []
         self.job_state = JobState.IDLE
-        #: True once the job is in a terminal state.
-        self.ended = False
         self.record = record
         self.transitions: list[Transition] = []
         # (position in ``transitions`` when it happened, old, new): lets the
         # actor interleave job and task events in the order they happened.
         self.job_transitions: list[tuple[int, JobState, JobState]] = []
-        self.failed_task: int | None = None
-        self.failure_reason: TaskState | None = None
-        self.exception: BaseException | None = None
-        self.invalid_result_value: Any = None
+        #: The failure that made the job FAILED (None otherwise).
+        self.failure: Failure | None = None
         self._decide_end = decide_end
-        # Offers (see the module docstring): ``offered`` is always a prefix
-        # of ``ready``; ``claimed`` holds nodes a worker has taken whose start
+        # Offers (``_offers.py``): ``offered`` is always a prefix of
+        # ``ready``; ``claimed`` holds nodes a worker has taken whose start
         # has not been reported yet.
         self.offered: set[int] = set()
         self.claimed: set[int] = set()
@@ -187,8 +186,6 @@ class Scheduler:
         self.unfinished -= 1
         if claimed is not None:
             self._start_claimed(claimed)
-        if result:
-            self.ctx = self.ctx.update(_as_dict(result))
         self.outputs.append(result)
         waiting_on = self.waiting_on
         released: list[int] = []
@@ -204,17 +201,16 @@ class Scheduler:
             return []
         return self._dispatch()
 
-    def invalid_result(self, node: int, attempt: int, value: Any) -> list[int] | None:
-        """The attempt returned a non-mapping: a programming error, no retry."""
+    def invalid_result(
+        self, node: int, attempt: int, value: Any, detail: str | None = None
+    ) -> list[int] | None:
+        """The attempt returned what cannot be merged: a programming error, no retry."""
         if not self._is_current(node, attempt):
             return None
-        self._set(node, _INVALID_RESULT, value)
+        self._set(node, _INVALID_RESULT, value, detail=detail)
         self.running -= 1
         self.unfinished -= 1
-        self._end(
-            JobState.FAILED,
-            failure=(node, _INVALID_RESULT, None, value),
-        )
+        self._end(JobState.FAILED, Failure(self.graph.names[node], _INVALID_RESULT, None, value))
         return []
 
     def failed(
@@ -224,7 +220,7 @@ class Scheduler:
         if not self._is_current(node, attempt):
             return None
         self._check_retry(node, retry)
-        self._set(node, _EXCEPTION, exception)
+        self._set(node, _EXCEPTION, exception=exception)
         self.running -= 1
         return self._after_failure(node, _EXCEPTION, exception, retry)
 
@@ -240,15 +236,15 @@ class Scheduler:
     def end(self, state: JobState, exception: BaseException | None = None) -> bool:
         """End the job from outside (cancel, job timeout, internal error).
 
-        ``exception`` is recorded as the job's exception if it ends FAILED.
-        Returns False if the job had already ended.
+        ``exception`` is recorded as the job's exception (say, the InternalError
+        naming what stopped it). Returns False if the job had already ended.
         """
         if self.job_state is not JobState.RUNNING:
             if self.job_state is JobState.IDLE:
                 self._set_job(JobState.RUNNING)
             else:
                 return False
-        self._end(state, failure=None if exception is None else (-1, None, exception, None))
+        self._end(state, None if exception is None else Failure(None, None, exception, None))
         return True
 
     def offer(self, limit: int) -> list[int]:
@@ -266,6 +262,11 @@ class Scheduler:
         return new
 
     # -- queries ----------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """True once the job is in a terminal state."""
+        return self.job_state.is_terminal
 
     def take_transitions(self) -> list[Transition]:
         taken = self.transitions
@@ -336,10 +337,10 @@ class Scheduler:
             self._set(node, _READY)
             self.ready.append(node)
             return self._dispatch()
-        self._set(node, _FAILED, exception)
+        self._set(node, _FAILED, exception=exception)
         self.unfinished -= 1
         if not self.continue_on_failure[node]:
-            self._end(JobState.FAILED, failure=(node, reason, exception, None))
+            self._end(JobState.FAILED, Failure(self.graph.names[node], reason, exception, None))
             return []
         if self.unfinished == 0:
             self._end(JobState.COMPLETED)
@@ -374,27 +375,31 @@ class Scheduler:
             started.append(node)
         return started
 
-    def _set(self, node: int, new: TaskState, payload: Any = None) -> None:
+    def _set(
+        self,
+        node: int,
+        new: TaskState,
+        result: Any = None,
+        exception: BaseException | None = None,
+        detail: str | None = None,
+    ) -> None:
         old = self.states[node]
         if id(new) not in _NEXT[id(old)]:
             raise InternalError(f"illegal transition of {self.graph.names[node]!r}: {old} -> {new}")
         self.states[node] = new
         if self.record or id(new) in _NOTABLE:
-            self.transitions.append((node, old, new, self.attempts[node], payload))
+            self.transitions.append(
+                Transition(node, old, new, self.attempts[node], result, exception, detail)
+            )
 
     def _set_job(self, new: JobState) -> None:
         old = self.job_state
         if (old, new) not in JOB_TRANSITIONS:
             raise InternalError(f"illegal job transition: {old} -> {new}")
         self.job_state = new
-        self.ended = new.is_terminal
         self.job_transitions.append((len(self.transitions), old, new))
 
-    def _end(
-        self,
-        state: JobState,
-        failure: tuple[int, TaskState | None, BaseException | None, Any] | None = None,
-    ) -> None:
+    def _end(self, state: JobState, failure: Failure | None = None) -> None:
         if self._decide_end is not None:
             state = self._decide_end(state)
         # Withdraw every offer; one a worker already took has started, and is
@@ -425,10 +430,8 @@ class Scheduler:
             claimed.clear()
             self.ready.clear()
             self.unfinished = 0
-        if state is JobState.FAILED and failure is not None:
-            node, reason, exception, value = failure
-            self.failed_task = None if node < 0 else node
-            self.failure_reason = reason
-            self.exception = exception
-            self.invalid_result_value = value
+        # A task's failure counts only if the job did end FAILED (a cancel
+        # may have won); the job's own (no task) is kept whatever the state.
+        if failure is not None and (state is JobState.FAILED or failure.task is None):
+            self.failure = failure
         self._set_job(state)

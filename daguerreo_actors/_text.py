@@ -10,6 +10,15 @@ from __future__ import annotations
 
 import unicodedata
 
+#: Unicode categories never printed raw: controls, format characters (which
+#: cover the bidi overrides), surrogates, line and paragraph separators.
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def is_control(char: str) -> bool:
+    """True for a character :func:`escape_controls` escapes (a backslash aside)."""
+    return unicodedata.category(char) in CONTROL_CATEGORIES
+
 
 def escape_controls(text: str) -> str:
     """Replace control and format characters with visible escapes.
@@ -28,7 +37,7 @@ def escape_controls(text: str) -> str:
     for char in text:
         if char == "\\":
             out.append("\\\\")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+        elif unicodedata.category(char) in CONTROL_CATEGORIES:
             code = ord(char)
             if code <= 0xFF:
                 out.append(f"\\x{code:02x}")
@@ -55,3 +64,11 @@ def safe_repr(value: object) -> str:
         return repr(value)
     except BaseException:  # noqa: BLE001
         return f"<unprintable {type(value).__name__}>"
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    kept = max(0, limit - 40)  # room for the note
+    return f"{text[:kept]}... [{len(text) - kept} more characters]"

@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 import sys
-import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, NoReturn
@@ -40,12 +39,13 @@ from daguerreo_actors._diagram import to_dot, to_mermaid
 from daguerreo_actors._errors import InvalidTasksError
 from daguerreo_actors._follow import follow_lines
 from daguerreo_actors._job import Job
+from daguerreo_actors._logfile import EntryFilter, entry_error, is_task_entry, parse_entry
 from daguerreo_actors._logging import configure_logging
-from daguerreo_actors._report import JobReport, parse_entry
+from daguerreo_actors._report import JobReport
 from daguerreo_actors._run import run as run_job
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
-from daguerreo_actors._text import escape_controls, safe_str
+from daguerreo_actors._text import escape_controls, is_control, safe_str
 from daguerreo_actors._validation import validate_tasks
 
 EXIT_OK = 0
@@ -239,7 +239,7 @@ def _escape_json_controls(text: str) -> str:
     """
     out: list[str] = []
     for char in text:
-        if char != "\n" and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+        if char != "\n" and is_control(char):
             code = ord(char)
             if code > 0xFFFF:
                 code -= 0x10000
@@ -312,6 +312,7 @@ def tail_command(
     """Show the transitions in a JSON-lines log (see configure_logging)."""
     out = _out()
     skipped = 0
+    wanted = EntryFilter(job=job_id, task=task_name, state=state)
     # Stopped by a signal (kill, a supervisor): end like Ctrl-C, counts printed.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -322,11 +323,7 @@ def tail_command(
             if entry is None:
                 skipped += 1
                 continue
-            if job_id is not None and not str(entry["job_id"]).startswith(job_id):
-                continue
-            if task_name is not None and entry.get("task") != task_name:
-                continue
-            if state is not None and entry["new_state"] != state:
+            if not wanted.matches(entry):
                 continue
             if as_json:
                 click.echo(line.rstrip("\n"))
@@ -373,7 +370,7 @@ def format_entry(entry: dict[str, Any]) -> Text:
     except (OverflowError, OSError, ValueError):  # a time no clock can show
         when = f"{float(entry['ts']):.6g}"
     job = str(entry["job_id"])[:8]
-    is_task = entry["event"] == "task_transition"
+    is_task = is_task_entry(entry)
     who = escape_controls(str(entry["task"])) if is_task else "JOB"
     new = str(entry["new_state"])
     text = Text.assemble(
@@ -392,9 +389,9 @@ def format_entry(entry: dict[str, Any]) -> Text:
     duration = entry.get("duration")
     if isinstance(duration, (int, float)):
         text.append(f"  {duration:.3f}s", style="dim")
-    if entry.get("error_type"):
-        error = escape_controls(f"{entry['error_type']}: {entry.get('error', '')}")
-        text.append(f"  {error}", style="red")
+    error = entry_error(entry)
+    if error is not None:
+        text.append(f"  {escape_controls(error)}", style="red")
     return text
 
 
@@ -411,7 +408,8 @@ def summary_command(source: str, job_id: str | None) -> None:
     except OSError as exc:
         _fail(f"cannot read {source}: {exc.strerror}")
     if job_id is not None:
-        reports = [r for r in reports if r.job_id and r.job_id.startswith(job_id)]
+        wanted = EntryFilter(job=job_id)
+        reports = [r for r in reports if wanted.matches_job(r.job_id)]
     if not reports:
         _fail("no job found in the log" + ("" if job_id is None else f" matching {job_id!r}"))
     out = _out()

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
-from daguerreo_actors import _aio, _pool
+from daguerreo_actors import _logwriter, _pool, _supervisor, _tier_async
 
 # Hypothesis profiles: "ci" (the default) is derandomized, so every run
 # draws the same examples, and prints the blob that replays a failure;
@@ -99,7 +99,36 @@ def logs() -> Iterator[list[dict[str, object]]]:
     """Every structlog entry made during the test, debug included."""
     structlog.reset_defaults()
     with structlog.testing.capture_logs() as captured:
-        yield captured
+        yield _Flushing(captured)
+
+
+class _Flushing(list[dict[str, object]]):
+    """The captured entries; reading them first waits for the log writer.
+
+    The engine writes its entries on a thread of its own (``_logwriter``):
+    a test reading them right after ``job.get()`` sees every entry queued
+    so far.
+    """
+
+    def __init__(self, captured: list[dict[str, object]]) -> None:
+        super().__init__()
+        self._captured = captured
+
+    def _sync(self) -> None:
+        _logwriter.flush(10.0)
+        self[:] = self._captured
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._sync()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._sync()
+        return super().__len__()
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        self._sync()
+        return super().__getitem__(index)
 
 
 @pytest.fixture(autouse=True)
@@ -118,13 +147,16 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
     def settled() -> bool:
-        if engine_actors() or busy_pool_threads():
-            return False
+        # The shared threads linger for a second when idle; retire them now.
         pool = _pool._pool
         if pool is not None:
             pool.retire_idle()
-        if _aio._loop is not None:
-            _aio._loop.retire_idle()
+        if _tier_async._loop is not None:
+            _tier_async._loop.retire_idle()
+        _supervisor.retire_idle()
+        _logwriter.writer().retire_idle()
+        if engine_actors() or busy_pool_threads():
+            return False
         return not [
             t
             for t in threading.enumerate()

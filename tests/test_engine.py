@@ -819,7 +819,9 @@ def test_every_transition_is_logged_with_its_level(logs: list[dict[str, Any]]) -
     ]
     assert all(e["task"] == "a" for e in tasks)
     exception_entry = tasks[2]
-    assert isinstance(exception_entry["exc_info"], ValueError)
+    # No live exception reaches the renderer: its type and message, as text.
+    assert "exc_info" not in exception_entry
+    assert (exception_entry["error_type"], exception_entry["error"]) == ("ValueError", "once")
     assert "value" not in repr(logs)  # results are never logged
 
 
@@ -829,7 +831,11 @@ def test_failures_are_logged_at_error(logs: list[dict[str, Any]]) -> None:
     failed = [e for e in logs if e.get("new_state") == "failed" and "task" in e]
     assert len(failed) == 1
     assert failed[0]["log_level"] == "error"
-    assert failed[0]["exc_info"] is THE_EXCEPTION
+    assert "exc_info" not in failed[0]
+    assert failed[0]["error_type"] == "RuntimeError"
+    # The last attempt's traceback, as plain text: frames and message.
+    assert "in thrower" in failed[0]["traceback"]
+    assert failed[0]["traceback"].endswith("RuntimeError: BOOM")
 
 
 def test_filtered_debug_entries_are_not_built() -> None:
@@ -907,20 +913,44 @@ def test_an_internal_error_in_the_job_actor_fails_the_job_clearly(
     assert result.task_states == {"a": TaskState.CANCELLED, "b": TaskState.SKIPPED}
 
 
-def test_an_internal_error_in_the_supervisor_fails_the_job_clearly(
+def test_an_internal_error_in_the_retry_policy_fails_the_job_clearly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from daguerreo_actors import _supervisor
+    from daguerreo_actors import _job_actor
 
     def broken(*_args: Any) -> bool:
         raise ZeroDivisionError("policy bug")
 
-    monkeypatch.setattr(_supervisor, "retry_allowed", broken)
+    monkeypatch.setattr(_job_actor, "retry_allowed", broken)
     result = d.run([Task("a", thrower)]).get(timeout=WAIT)
     assert result.state is JobState.FAILED
     assert isinstance(result.exception, d.InternalError)
-    assert "supervisor" in str(result.exception)
+    assert "job_actor" in str(result.exception)
     assert isinstance(result.exception.__cause__, ZeroDivisionError)
+
+
+def test_a_timer_that_breaks_in_the_supervisor_ends_the_job_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daguerreo_actors import _job_actor
+
+    def broken(_self: Any) -> None:
+        raise ZeroDivisionError("timer bug")
+
+    monkeypatch.setattr(_job_actor.JobActor, "_job_deadline_passed", broken)
+    release = threading.Event()
+
+    def waits(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
+        release.wait(WAIT)
+        return {}
+
+    try:
+        result = d.run([Task("a", waits)], timeout=0.05).get(timeout=WAIT)
+    finally:
+        release.set()
+    assert result.state is JobState.CANCELLED
+    assert isinstance(result.exception, d.InternalError)
+    assert "timer" in str(result.exception)
 
 
 def test_an_internal_error_while_ending_still_resolves_the_job(
@@ -1002,7 +1032,9 @@ def test_an_unconfigured_structlog_gets_only_warnings_and_errors() -> None:
             "-c",
             "import daguerreo_actors as d\n"
             "def bad(c, a): raise ValueError('boom')\n"
-            "r = d.run([d.Task('ok', lambda c, a: {}), d.Task('bad', bad, max_retries=0)]).get()\n"
+            "job = d.run([d.Task('ok', lambda c, a: {}), d.Task('bad', bad, max_retries=0)])\n"
+            "r = job.get()\n"
+            "job.wait_for_listeners()\n"  # the engine's log lines are written by now
             "print('STATE', r.state)\n",
         ],
         capture_output=True,

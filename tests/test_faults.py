@@ -30,10 +30,10 @@ def ok(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any
 def test_an_internal_error_in_a_task_actor_fails_the_job_instead_of_hanging(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*_args: Any) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> None:
         raise AttributeError("task actor bug")
 
-    monkeypatch.setattr(_task_actor.TaskActor, "_report_returned", broken)
+    monkeypatch.setattr(_task_actor.TaskActor, "returned", broken)
     started = time.monotonic()
     result = d.run([Task("a", ok), Task("b", ok, ["a"])], timeout=5).get(timeout=WAIT)
     assert time.monotonic() - started < 5

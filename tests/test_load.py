@@ -12,7 +12,7 @@ from typing import Any
 from conftest import engine_actors, wait_until
 
 import daguerreo_actors as d
-from daguerreo_actors import Task, TaskEvent, TaskState, _pool
+from daguerreo_actors import Task, TaskEvent, TaskState, _logwriter, _pool, _supervisor
 
 WAIT = 30.0
 
@@ -34,11 +34,14 @@ def small_job_tasks() -> list[Task]:
 
 
 def back_to_baseline(baseline: set[threading.Thread]) -> bool:
-    if engine_actors():
-        return False
+    # The shared threads linger for a second when idle; retire them now.
     pool = _pool._pool
     if pool is not None:
         pool.retire_idle()
+    _supervisor.retire_idle()
+    _logwriter.writer().retire_idle()
+    if engine_actors():
+        return False
     return not [t for t in threading.enumerate() if t not in baseline and t.is_alive()]
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobReport, JobState, Task, TaskEvent, TaskState
-from daguerreo_actors._report import parse_entry
+from daguerreo_actors._logfile import parse_entry
 
 WAIT = 10.0
 Ctx = Mapping[str, Any]

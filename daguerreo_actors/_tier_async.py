@@ -1,22 +1,35 @@
-"""The engine's event loop, for task functions that are coroutines.
+"""The async tier: coroutine functions, on the engine's own event loop.
 
 One loop, on one daemon thread, shared by every job of the process: async
 tasks never take a thread each. It starts on first use and stops when no
 coroutine has run on it for ``IDLE_TIMEOUT`` seconds, like the pool.
 
 Cancellation is real here: a coroutine is wrapped in an asyncio Task, and
-cancelling the ``concurrent.futures.Future`` that ``submit`` returns cancels
-that Task, so the coroutine gets ``CancelledError`` at its next ``await``.
+cancelling the ``concurrent.futures.Future`` that ``submit`` returns (which
+``Attempt.abandon`` does through the attempt's handle) cancels that Task, so
+the coroutine gets ``CancelledError`` at its next ``await``.
+
+``SystemExit`` and ``KeyboardInterrupt`` raised by a coroutine would stop
+the loop itself (asyncio re-raises them out of ``run_forever``), so they
+travel wrapped in ``_Escaped`` and fail only their attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import os
 import threading
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
+
+from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._tiers import Reporter, follow_future
+
+if TYPE_CHECKING:
+    from daguerreo_actors._pool import Runnable
+    from daguerreo_actors._task import TaskFn
 
 #: Seconds the loop stays up with nothing to run.
 IDLE_TIMEOUT = 1.0
@@ -142,3 +155,55 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class AsyncTier:
+    """Coroutine functions, on the engine's shared event loop."""
+
+    __slots__ = ()
+
+    def start(
+        self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
+    ) -> Runnable | None:
+        try:
+            value = fn(ctx, attempt.is_active)
+        except BaseException as exc:  # noqa: BLE001
+            report.raised(attempt, exc)
+            return None
+        self.run(attempt, value, report)
+        return None
+
+    def run(self, attempt: Attempt, value: Any, report: Reporter) -> None:
+        """Await ``value`` (a coroutine, usually) on the loop, then report."""
+        try:
+            future = shared_loop().submit(_await(value))
+        except BaseException as exc:  # noqa: BLE001
+            report.raised(attempt, exc)
+            return
+        follow_future(future, attempt, report, unwrap=_unwrap)
+
+    def close(self) -> None:
+        pass
+
+
+#: Stateless: one instance serves every job.
+ASYNC = AsyncTier()
+
+
+class _Escaped(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """Carries a SystemExit or KeyboardInterrupt out of a coroutine."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+async def _await(value: Any) -> Any:
+    try:
+        return await value if inspect.isawaitable(value) else value
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Escaped(exc) from None
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    return exc.original if isinstance(exc, _Escaped) else exc

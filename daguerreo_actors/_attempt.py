@@ -1,0 +1,100 @@
+"""The :class:`Attempt` record: everything about one attempt of one task, in one place.
+
+The JobActor makes an Attempt when it starts a node (or offers it, see
+``_offers.py``); the TaskActor hands it to a tier, which runs the code and
+attaches its typed :class:`Handle`; the deadline timer and the job's end
+abandon it; ``is_active`` is its bound method, handed to the task function.
+Nobody keeps a copy of any of this: the scheduler core keeps only the
+attempt's number, to tell a current report from a stale one.
+
+The fate of an attempt is settled once, under the job's lock: it either
+*finishes* (its code returned or raised and the report is on its way) or is
+*abandoned* (a timeout, the job's end). ``is_active()`` is True only while
+neither happened. An attempt abandoned before its code started never starts;
+one abandoned while it runs is told through its handle (a flag in shared
+memory, a cancelled future or coroutine), and whatever it returns later is
+discarded, never merged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+ACTIVE = 0
+FINISHED = 1
+ABANDONED = 2
+
+
+class Handle(Protocol):
+    """Where a tier runs an attempt; ``cancel`` carries an abandon there."""
+
+    def cancel(self) -> None: ...
+
+
+class Attempt:
+    """One attempt of one task; see the module docstring."""
+
+    __slots__ = ("_lock", "deadline", "fate", "handle", "node", "number", "started_at", "task")
+
+    def __init__(self, node: int, number: int, task: str, lock: threading.Lock) -> None:
+        self.node = node
+        self.number = number
+        self.task = task
+        #: When the attempt started (the job clock's monotonic seconds).
+        self.started_at = 0.0
+        #: When it times out (monotonic), or None.
+        self.deadline: float | None = None
+        #: Where a tier runs it, once attached.
+        self.handle: Handle | None = None
+        self.fate = ACTIVE
+        self._lock = lock
+
+    def __repr__(self) -> str:
+        fate = ("active", "finished", "abandoned")[self.fate]
+        return f"<Attempt {self.task!r} #{self.number} {fate}>"
+
+    def is_active(self) -> bool:
+        """True while the attempt is still wanted: poll it in long loops."""
+        return self.fate == ACTIVE
+
+    def finish(self) -> bool:
+        """Its code is done: True if it was still wanted (its report counts)."""
+        with self._lock:
+            return self.finish_locked()
+
+    def finish_locked(self) -> bool:
+        """``finish``, for a caller that holds the job's lock."""
+        if self.fate != ACTIVE:
+            return False
+        self.fate = FINISHED
+        return True
+
+    def abandon(self) -> bool:
+        """No longer wanted: False if it had finished (its report is on its way)."""
+        with self._lock:
+            if self.fate == FINISHED:
+                return False
+            self.fate = ABANDONED
+            handle = self.handle
+        if handle is not None:
+            handle.cancel()
+        return True
+
+    def attach(self, handle: Handle, before: Callable[[], None] | None = None) -> bool:
+        """Record where the attempt runs, unless it was abandoned meanwhile.
+
+        A tier calls this once it has handed the attempt over (``before``
+        runs under the same lock, e.g. to raise the attempt's flag). False
+        means the attempt was abandoned (or finished) during the hand-over:
+        the tier must then cancel it itself, since ``abandon`` found no
+        handle to cancel.
+        """
+        with self._lock:
+            if self.fate != ACTIVE:
+                return False
+            if before is not None:
+                before()
+            self.handle = handle
+            return True

@@ -1,0 +1,203 @@
+"""The log writer: the one thread that hands the engine's entries to structlog.
+
+structlog's processors and renderers are the application's code: one that
+is slow (rich rendering a 200,000-character traceback took 86 s) or blocks
+must not stall a job. So the engine never calls structlog on a job's path:
+it puts each entry (a logger, a level, an event name and plain fields) in a
+queue, and this thread makes the structlog calls, in order. The thread
+starts with the first entry and exits after ``IDLE_TIMEOUT`` seconds with
+nothing to write, like the pool.
+
+The queue is bounded (:data:`QUEUE_LIMIT` entries): behind a blocked
+processor, newer entries are dropped and counted, and the count is logged
+(warning ``log_entries_dropped``) once the writer catches up. At
+interpreter exit the queue is flushed (for up to ``EXIT_FLUSH`` seconds), so
+a script that ends right after ``job.get()`` keeps its last entries.
+:func:`flush` waits until everything queued so far is written
+(``Job.wait_for_listeners`` uses it).
+
+A processor that raises drops that entry only; the first failure is
+reported once as a RuntimeWarning.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from daguerreo_actors._clock import real_monotonic
+from daguerreo_actors._text import cut, safe_repr
+
+#: Entries waiting to be written before newer ones are dropped.
+QUEUE_LIMIT = 100_000
+#: Seconds the writer thread waits for work before it exits.
+IDLE_TIMEOUT = 1.0
+#: Seconds the interpreter's exit waits for the queue to be written.
+EXIT_FLUSH = 2.0
+
+Prepare = Callable[[dict[str, Any]], None]
+Entry = tuple[Any, int, str, dict[str, Any], Prepare | None]
+
+
+class LogWriter:
+    """A queue of entries and the thread that writes them; see the module docstring."""
+
+    def __init__(self, limit: int = QUEUE_LIMIT, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self._limit = limit
+        self._idle_timeout = idle_timeout
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: collections.deque[Entry] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._written = 0  # entries taken and written (or dropped by a raising processor)
+        self._queued = 0  # entries ever queued
+        self._dropped = 0
+        self._warned = False
+
+    def put(
+        self,
+        logger: Any,
+        level: int,
+        event: str,
+        fields: dict[str, Any],
+        prepare: Prepare | None = None,
+    ) -> None:
+        """Queue one entry; never blocks, never raises.
+
+        ``prepare(fields)``, if given, completes the fields on the writer's
+        thread (it may run user code: an exception's ``__str__``).
+        """
+        with self._cond:
+            if len(self._queue) >= self._limit:
+                self._dropped += 1
+                return
+            self._queue.append((logger, level, event, fields, prepare))
+            self._queued += 1
+            if self._thread is None:
+                self._start()
+            else:
+                self._cond.notify()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every entry queued before this call is written; False on timeout."""
+        deadline = None if timeout is None else real_monotonic() + timeout
+        with self._cond:
+            target = self._queued
+            while self._written < target:
+                if self._thread is None:
+                    return False  # pragma: no cover - the writer always runs while queued
+                remaining = None if deadline is None else deadline - real_monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
+        return True
+
+    def retire_idle(self) -> None:
+        """Make an idle writer thread exit now (leak checks)."""
+        with self._cond:
+            if self._thread is not None and not self._queue:
+                self._idle_timeout = 0.0
+                self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._work, name="daguerreo-log", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _work(self) -> None:
+        cond = self._cond
+        queue = self._queue
+        while True:
+            with cond:
+                if not queue:
+                    dropped, self._dropped = self._dropped, 0
+                    if not dropped:
+                        cond.wait(self._idle_timeout)
+                        if not queue:
+                            self._thread = None
+                            self._idle_timeout = IDLE_TIMEOUT
+                            cond.notify_all()
+                            return
+                        continue
+                    entry: Entry | None = None
+                else:
+                    dropped = 0
+                    entry = queue.popleft()
+            if entry is None:
+                self._write_drops(dropped)
+                continue
+            self._write(entry)
+            with cond:
+                self._written += 1
+                cond.notify_all()
+
+    def _write(self, entry: Entry) -> None:
+        logger, level, event, fields, prepare = entry
+        try:
+            if prepare is not None:
+                prepare(fields)
+            logger.log(level, event, **fields)
+        except BaseException as exc:  # noqa: BLE001 - the application's processors
+            if not self._warned:
+                self._warned = True
+                try:
+                    warnings.warn(
+                        f"daguerreo_actors: logging an entry raised {cut(safe_repr(exc), 200)}; "
+                        "entries that fail are dropped",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+                except BaseException:  # noqa: BLE001 - warnings configured as errors
+                    pass
+
+    def _write_drops(self, dropped: int) -> None:
+        import structlog
+
+        from daguerreo_actors._logging import LOGGER_NAME
+
+        self._write(
+            (
+                structlog.get_logger(LOGGER_NAME),
+                logging.WARNING,
+                "log_entries_dropped",
+                {"dropped": dropped, "queue_limit": self._limit},
+                None,
+            )
+        )
+
+
+_writer = LogWriter()
+
+
+def writer() -> LogWriter:
+    """The process-wide writer."""
+    return _writer
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every engine log entry queued so far is written."""
+    return _writer.flush(timeout)
+
+
+def _flush_at_exit() -> None:
+    _writer.flush(EXIT_FLUSH)
+
+
+atexit.register(_flush_at_exit)
+
+
+def _forget_after_fork() -> None:
+    global _writer
+    _writer = LogWriter()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,142 @@
+"""The JobActor's outbox: the core's transitions turned into log entries and events.
+
+After each message it handled, the JobActor flushes the transitions its
+scheduler core recorded (:class:`~daguerreo_actors._scheduler.Transition`
+records, in order, with the job's own transitions interleaved where they
+happened). Each becomes, if its level is enabled, a structured log entry
+(built here, written by the log writer's thread) and, if anyone listens, a
+:class:`TaskEvent` or :class:`JobEvent` sent to every listener's proxy as
+one ``EventBatch``, admitted against that listener's backlog (the job's
+final JobEvent always goes). Nothing here calls user code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from daguerreo_actors._events import Event, JobEvent, TaskEvent
+from daguerreo_actors._messages import EventBatch
+from daguerreo_actors._states import JobState, TaskState
+
+if TYPE_CHECKING:
+    from daguerreo_actors._clock import Clock
+    from daguerreo_actors._graph import Graph
+    from daguerreo_actors._listeners import ListenerLink
+    from daguerreo_actors._logging import TransitionLog
+    from daguerreo_actors._scheduler import Scheduler
+
+_RUNNING = TaskState.RUNNING
+_UNSCHEDULED = TaskState.UNSCHEDULED
+
+
+class Outbox:
+    """Log entries and events of one job; see the module docstring."""
+
+    __slots__ = ("_clock", "_graph", "_job_id", "_links", "_on_job", "_run_started", "log")
+
+    def __init__(
+        self,
+        job_id: str,
+        graph: Graph,
+        log: TransitionLog,
+        clock: Clock,
+        links: Sequence[ListenerLink],
+        run_started: float,
+        on_job: Callable[[JobState], None],
+    ) -> None:
+        self._job_id = job_id
+        self._graph = graph
+        self.log = log
+        self._clock = clock
+        self._links = links
+        self._run_started = run_started
+        self._on_job = on_job
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._links)
+
+    def flush(
+        self, core: Scheduler, started_at: Sequence[float], claimed_at: dict[int, float]
+    ) -> None:
+        """Log and send what the core recorded since the last flush."""
+        transitions = core.take_transitions()
+        job_transitions = core.take_job_transitions()
+        names = self._graph.names
+        log = self.log
+        events: list[Event] | None = [] if self._links else None
+        now = self._clock.time()
+        mono = self._clock.monotonic()
+        job_id = self._job_id
+        job_iter = iter(job_transitions)
+        pending = next(job_iter, None)
+        for position, t in enumerate(transitions):
+            while pending is not None and pending[0] <= position:
+                self._job(pending[1], pending[2], now, mono, events)
+                pending = next(job_iter, None)
+            node, new = t.node, t.new
+            ts = now
+            if claimed_at and new is _RUNNING and node in claimed_at:
+                # Started by the thread that took its offer, before we read it.
+                ts = now - (mono - claimed_at.pop(node))
+            if log.enabled_for(new):
+                old = t.old
+                log.task(
+                    names[node],
+                    old,
+                    new,
+                    t.attempt,
+                    ts,
+                    result=t.result,
+                    exception=t.exception,
+                    duration=mono - started_at[node] if old is _RUNNING else None,
+                    dependencies=(
+                        [names[dep] for dep in self._graph.dependencies[node]]
+                        if old is _UNSCHEDULED
+                        else None
+                    ),
+                )
+            if events is not None:
+                events.append(
+                    TaskEvent(job_id, names[node], t.old, new, t.attempt, ts, t.result, t.exception)
+                )
+        while pending is not None:
+            self._job(pending[1], pending[2], now, mono, events)
+            pending = next(job_iter, None)
+        if events:
+            self._send(events, final=core.ended)
+
+    def _job(
+        self, old: JobState, new: JobState, now: float, mono: float, events: list[Event] | None
+    ) -> None:
+        self._on_job(new)
+        self.log.job(old, new, now, mono - self._run_started if new.is_terminal else None)
+        if events is not None:
+            events.append(JobEvent(self._job_id, old, new, now))
+
+    def _send(self, events: list[Event], *, final: bool) -> None:
+        # The job's final JobEvent is sent whatever the listener's backlog.
+        forced = 1 if final else 0
+        droppable = len(events) - forced
+        batch = EventBatch(tuple(events))
+        for position, link in enumerate(self._links):
+            backlog = link.backlog
+            dropped_before = backlog.dropped
+            admitted = backlog.admit(droppable, forced)
+            if admitted == droppable:
+                message = batch
+            else:
+                message = EventBatch(tuple(events[:admitted]) + tuple(events[droppable:]))
+                if dropped_before == 0:
+                    self.log.listener_dropped(position, backlog.dropped, backlog.limit)
+            link.send(message, admitted + forced)
+
+    def close(self) -> None:
+        """The job ended: report the drops, stop every proxy after its events."""
+        for position, link in enumerate(self._links):
+            if link.backlog.dropped:
+                self.log.listener_dropped(
+                    position, link.backlog.dropped, link.backlog.limit, final=True
+                )
+            link.release()

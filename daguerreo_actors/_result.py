@@ -1,0 +1,59 @@
+"""What a job ends with: the :class:`JobResult`, and the :class:`Failure` record.
+
+A :class:`Failure` is made in one place, the scheduler core, when a task's
+failure makes the job FAILED (or when the job fails for a reason of its
+own, an internal error, with ``task`` None). The JobActor copies it into
+the ``JobResult``; nothing else describes a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from daguerreo_actors._states import JobState, TaskState
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a job failed.
+
+    ``task`` names the task that failed (None when the job failed for a
+    reason of its own), ``reason`` how (EXCEPTION, TIMED_OUT or
+    INVALID_RESULT; None without a task), ``exception`` the very exception
+    the task's last attempt raised (None if it timed out or returned a bad
+    value), ``invalid_result`` the non-mapping it returned.
+    """
+
+    task: str | None
+    reason: TaskState | None
+    exception: BaseException | None
+    invalid_result: Any = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobResult:
+    """The outcome of a job.
+
+    ``ctx`` is the initial ctx updated with the outputs of the tasks that
+    completed, in completion order. The four failure fields are None unless
+    ``state`` is FAILED: ``failed_task`` names the task that failed the job,
+    ``failure_reason`` says how (EXCEPTION, TIMED_OUT or INVALID_RESULT),
+    ``exception`` is the very exception its last attempt raised (None if
+    that attempt timed out), ``invalid_result`` the non-mapping it returned.
+    """
+
+    state: JobState
+    ctx: dict[Any, Any]
+    task_states: Mapping[str, TaskState]
+    attempts: Mapping[str, int]
+    failed_task: str | None = None
+    failure_reason: TaskState | None = None
+    exception: BaseException | None = None
+    invalid_result: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the job COMPLETED."""
+        return self.state is JobState.COMPLETED

@@ -1,0 +1,168 @@
+"""The process tier: attempts on a ``concurrent.futures.ProcessPoolExecutor``.
+
+The task function and the ctx snapshot travel pickled; so does the result
+(``_pickling.py``).
+
+``is_active()`` inside the worker process reads a flag in shared memory
+that the parent flips when it abandons the attempt (timeout, cancel, the
+job's end). The block (``multiprocessing.shared_memory``) holds, per job,
+one "job running" byte and, per node, the number of the attempt that is
+currently wanted (a little-endian int32): an attempt is active while the
+job runs and its node's slot holds its own number. A retry writes its new
+number, so an abandoned attempt still running elsewhere reads False. The
+block is unlinked when the job ends; an attempt that starts after that
+cannot attach to it and does not run. In the worker, ``is_active()`` keeps
+answering (False) after the attempt returned, for code that kept it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Mapping, Sized
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import resource_tracker, shared_memory
+from typing import TYPE_CHECKING, Any
+
+from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._pickling import pickle_call, pickle_result
+from daguerreo_actors._tiers import NOT_RUN, FutureHandle, Reporter, follow_future
+
+if TYPE_CHECKING:
+    from daguerreo_actors._pool import Runnable
+    from daguerreo_actors._task import TaskFn
+
+_SLOT = struct.Struct("<i")
+_HEADER = 8  # the job byte, padded so the slots stay 4-byte aligned
+
+
+class _SlotHandle:
+    """Clears the attempt's slot (unless a retry owns it by now), then cancels its future."""
+
+    __slots__ = ("_attempt", "_future", "_tier")
+
+    def __init__(self, tier: ProcessPoolTier, attempt: Attempt) -> None:
+        self._tier = tier
+        self._attempt = attempt
+        self._future: Any = None
+
+    def cancel(self) -> None:
+        self._tier.lower(self._attempt)
+        if self._future is not None:
+            FutureHandle(self._future).cancel()
+
+
+class ProcessPoolTier:
+    """Runs attempts in a ProcessPoolExecutor; see the module docstring."""
+
+    def __init__(self, executor: ProcessPoolExecutor, nodes: int) -> None:
+        self._executor = executor
+        self._memory = shared_memory.SharedMemory(create=True, size=_HEADER + 4 * max(nodes, 1))
+        self._buf = _buffer(self._memory)
+        self._buf[0] = 1
+        self._closed = False
+
+    def start(
+        self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
+    ) -> Runnable | None:
+        number = attempt.number
+        offset = _HEADER + 4 * attempt.node
+        handle = _SlotHandle(self, attempt)
+        try:
+            payload = pickle_call(attempt.task, fn, ctx)
+            # Raise the attempt's flag only if it is still wanted: an abandon
+            # during the pickling must not leave it raised (nor overwrite the
+            # flag of a retry that started since).
+            if not attempt.attach(handle, lambda: _SLOT.pack_into(self._buf, offset, number)):
+                report.not_run(attempt)
+                return None
+            future = self._executor.submit(
+                run_in_process, payload, self._memory.name, attempt.node, number, attempt.task
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
+            report.raised(attempt, exc)
+            return None
+        handle._future = future
+        follow_future(future, attempt, report, handle=handle, decode=pickle.loads)
+        return None
+
+    def lower(self, attempt: Attempt) -> None:
+        """Lower the attempt's flag, if it is still the one raised."""
+        if self._closed:
+            return
+        offset = _HEADER + 4 * attempt.node
+        if _SLOT.unpack_from(self._buf, offset)[0] == attempt.number:
+            _SLOT.pack_into(self._buf, offset, 0)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._buf[0] = 0
+            self._memory.close()
+        finally:
+            # Whatever happened above, the name goes: no segment outlives its job.
+            self._memory.unlink()
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    # Attaching registers the block with the resource tracker, which then
+    # unlinks it, or warns, when this worker exits (with spawn), or drops
+    # the parent's own registration (with fork, the tracker is shared). The
+    # parent owns the block: attach without registering. (Python 3.13 has
+    # track=False for this.) Pool workers run one call at a time.
+    register = resource_tracker.register
+    resource_tracker.register = _no_register
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
+def _no_register(name: Sized, rtype: str) -> None:
+    return None
+
+
+def _buffer(memory: shared_memory.SharedMemory) -> memoryview:
+    buf = memory.buf
+    assert buf is not None
+    return buf
+
+
+class _WorkerFlag:
+    """``is_active`` in the worker: the shared flag while attached, False after."""
+
+    __slots__ = ("_attempt", "_buf", "_offset")
+
+    def __init__(self, buf: memoryview, node: int, attempt: int) -> None:
+        self._buf: memoryview | None = buf
+        self._offset = _HEADER + 4 * node
+        self._attempt = attempt
+
+    def __call__(self) -> bool:
+        buf = self._buf
+        if buf is None:
+            return False
+        return bool(buf[0]) and _SLOT.unpack_from(buf, self._offset)[0] == self._attempt
+
+    def release(self) -> None:
+        self._buf = None
+
+
+def run_in_process(payload: bytes, memory_name: str, node: int, attempt: int, task: str) -> bytes:
+    """The worker side: attach the flags, run the attempt, pickle the result."""
+    try:
+        memory = _attach(memory_name)
+    except FileNotFoundError:
+        return pickle.dumps(NOT_RUN)  # the job has ended
+    flag = _WorkerFlag(_buffer(memory), node, attempt)
+    try:
+        if not flag():
+            return pickle.dumps(NOT_RUN)
+        fn, ctx = pickle.loads(payload)
+        result = fn(ctx, flag)
+        return pickle_result(task, result)
+    finally:
+        flag.release()
+        memory.close()
