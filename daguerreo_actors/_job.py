@@ -16,7 +16,6 @@ real time, whatever clock the job runs on.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -121,6 +120,8 @@ class Job(pykka.ThreadingFuture[JobResult]):
         # pykka's Future.__await__ blocks the event loop in get(); wake the
         # awaiting task from the JobActor's thread instead.
         if not self._done:
+            import asyncio  # only awaiting needs it (24 ms to import)
+
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
 

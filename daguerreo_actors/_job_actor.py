@@ -20,28 +20,24 @@ receives and carries out what the core decided:
 - the end of the job: one resolve routine (:meth:`JobActor._resolve`).
 
 Messages in: see ``_messages.py``. Reports come through the commit
-methods, called on the task's own thread: they settle the attempt's fate,
-merge a result into the ctx snapshot (a HAMT, ``immutables.Map``: the
-snapshot handed to a starting task is O(1), a merge O(k log n)) and leave
-the report in the mailbox, all under the actor's lock, with the merge's
-user code (a key's ``__hash__`` and ``__eq__``) run before taking it. So no
-user code ever runs in the JobActor's drain, and a late result (of an
-attempt abandoned first) is never merged. Any error of its own ends the
-job FAILED with an :class:`InternalError`, never a hang.
+methods (``_commit.py``), called on the task's own thread: they settle the
+attempt's fate, merge a result into the ctx snapshot and leave the report
+in the mailbox. No user code ever runs in the JobActor's drain. Any error
+of its own ends the job FAILED with an :class:`InternalError`, never a hang.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import immutables
 
-from daguerreo_actors._attempt import ACTIVE, Attempt
+from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._commit import CommitSide
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
-from daguerreo_actors._mailbox import MailboxActor
 from daguerreo_actors._messages import (
     ActorLost,
     CancelJob,
@@ -55,12 +51,11 @@ from daguerreo_actors._messages import (
 )
 from daguerreo_actors._offers import OFFERS_PER_SLOT, Offers
 from daguerreo_actors._outbox import Outbox
-from daguerreo_actors._pool import Runnable, shared_pool
 from daguerreo_actors._result import Failure, JobResult
 from daguerreo_actors._scheduler import Scheduler, retry_allowed
 from daguerreo_actors._states import JobState
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
-from daguerreo_actors._text import cut, safe_str
+from daguerreo_actors._text import short_message
 from daguerreo_actors._tiers import Tier, is_async, tier_for
 
 if TYPE_CHECKING:
@@ -71,7 +66,7 @@ if TYPE_CHECKING:
     from daguerreo_actors._task import Task
 
 
-class JobActor(MailboxActor):
+class JobActor(CommitSide):
     """Runs one job; see the module docstring."""
 
     __slots__ = (
@@ -80,7 +75,6 @@ class JobActor(MailboxActor):
         "_claimed_at",
         "_clock",
         "_core",
-        "_ctx",
         "_graph",
         "_handlers",
         "_has_timeouts",
@@ -180,84 +174,6 @@ class JobActor(MailboxActor):
         if self._job_deadline is not None:
             self._timers.call_at(self._job_deadline, self._job_deadline_passed)
         self.tell_here(Start())
-
-    # -- reports, on the task's own thread ---------------------------------------
-
-    def commit_returned(
-        self, attempt: Attempt, output: dict[Any, Any], *, here: bool
-    ) -> Runnable | None:
-        """The attempt returned ``output``: merge it and report, unless it was abandoned."""
-        offers = self._offers if here else None
-        taken: tuple[TaskActor, Attempt] | None = None
-        while True:
-            base = self._ctx
-            merged = base
-            if output:
-                try:
-                    merged = base.update(output)  # a key's __hash__/__eq__: user code
-                except BaseException as exc:  # noqa: BLE001 - charged to this task
-                    return self.commit_invalid(
-                        attempt, output, _merge_error(output, exc), here=here
-                    )
-            with self._lock:
-                if self._ctx is not base and attempt.fate == ACTIVE:
-                    continue  # another result was merged meanwhile: merge again
-                if not attempt.finish_locked():
-                    break
-                self._ctx = merged
-                if offers is not None:
-                    taken = offers.take_locked()
-                if taken is not None:
-                    taken[1].started_at = self._clock.monotonic()
-                drain = self.enqueue_locked(
-                    Succeeded(attempt, output, None if taken is None else taken[1])
-                )
-            if taken is not None:
-                actor, taken_attempt = taken
-                actor.accept(RunAttempt(taken_attempt, merged))
-            return self._after_commit(drain, here and taken is None, taken)
-        self._outbox.log.late_result(attempt.task, attempt.number)
-        return None
-
-    def commit_raised(self, attempt: Attempt, exc: BaseException, *, here: bool) -> Runnable | None:
-        return self._commit(attempt, Raised(attempt, exc), here)
-
-    def commit_invalid(
-        self, attempt: Attempt, value: Any, reason: str | None, *, here: bool
-    ) -> Runnable | None:
-        return self._commit(attempt, Invalid(attempt, value, reason), here)
-
-    def commit_not_run(self, attempt: Attempt) -> None:
-        # Ours abandon first; if the attempt is still wanted, something else
-        # cancelled it (a coroutine that cancelled itself): a failure.
-        error = RuntimeError(f"task {attempt.task!r}: its attempt was cancelled before it finished")
-        self._commit(attempt, Raised(attempt, error), False)
-
-    def internal_failure(self, where: str, exc: BaseException) -> None:
-        """A bug of ours outside the JobActor (a TaskActor): fail the job clearly."""
-        self.tell(InternalFailure(where, exc))
-
-    def _commit(self, attempt: Attempt, message: Any, here: bool) -> Runnable | None:
-        with self._lock:
-            if not attempt.finish_locked():
-                drain = None
-            else:
-                drain = self.enqueue_locked(message)
-        if drain is None:
-            self._outbox.log.late_result(attempt.task, attempt.number)
-            return None
-        return self._after_commit(drain, here, None)
-
-    def _after_commit(
-        self, drain: bool, keep: bool, taken: tuple[TaskActor, Attempt] | None
-    ) -> Runnable | None:
-        kept = None
-        if drain:
-            if keep or taken is not None:
-                kept = self.drain(keep=keep)
-            else:
-                shared_pool().execute(self)
-        return taken[0] if taken is not None else kept
 
     # -- handling (the drain) -----------------------------------------------
 
@@ -490,7 +406,9 @@ class JobActor(MailboxActor):
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         """End the job FAILED with an InternalError; never raise."""
-        error = InternalError(f"internal error in {where}: {type(exc).__name__}: {_message(exc)}")
+        error = InternalError(
+            f"internal error in {where}: {type(exc).__name__}: {short_message(exc)}"
+        )
         error.__cause__ = exc
         try:
             self._outbox.log.internal_error(where, exc)
@@ -510,16 +428,3 @@ def _async_tier() -> Tier:
     from daguerreo_actors._tier_async import ASYNC
 
     return ASYNC
-
-
-def _message(exc: BaseException) -> str:
-    return cut(safe_str(exc), 500)
-
-
-def _merge_error(output: Mapping[Any, Any], exc: BaseException) -> str:
-    types = sorted({type(key).__name__ for key in output if type(key) is not str})
-    keys = f"a key of type {', '.join(types)}" if types else "a key"
-    return (
-        f"its result could not be merged into the ctx: {keys} raised "
-        f"{type(exc).__name__}: {_message(exc)}"
-    )

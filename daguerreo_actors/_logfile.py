@@ -17,10 +17,9 @@ COMPLETED), ``error_type`` / ``error`` / ``traceback`` (failures),
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from daguerreo_actors._states import JobState, TaskState
@@ -54,6 +53,8 @@ def parse_entry(line: str) -> dict[str, Any] | None:
     None for anything else: not JSON, not an object, another logger's
     entry, or one of ours missing what a transition needs.
     """
+    import json
+
     try:
         entry = json.loads(line)
     except (ValueError, RecursionError):  # RecursionError: deeply nested garbage
@@ -84,9 +85,9 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def iter_entries(source: str | Path | Iterable[str]) -> Iterable[dict[str, Any]]:
+def iter_entries(source: str | os.PathLike[str] | Iterable[str]) -> Iterable[dict[str, Any]]:
     """Our transition entries from a log file (path) or an iterable of lines."""
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         with open(source, encoding="utf-8", errors="replace") as lines:
             yield from _entries(lines)
     else:

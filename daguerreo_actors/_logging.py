@@ -29,15 +29,11 @@ test, before any field is built.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any, TextIO
-
-import structlog
 
 from daguerreo_actors._logwriter import writer
 from daguerreo_actors._states import JobState, TaskState
@@ -86,6 +82,8 @@ def error_fields(exc: BaseException, *, with_traceback: bool = False) -> dict[st
 
 def format_traceback(exc: BaseException) -> str:
     """The exception's traceback as plain text: frames and message, no locals, cut."""
+    import traceback
+
     try:
         lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
         text = "".join(lines)
@@ -119,7 +117,10 @@ class TransitionLog:
 
     def __init__(self, job_id: str, *, log_values: bool = False) -> None:
         # Called in run(), on the caller's thread: resolving the levels may
-        # run the application's wrapper class.
+        # run the application's wrapper class. structlog is imported on the
+        # first run(), not with the package: it pulls in rich (20 ms+).
+        import structlog
+
         bound = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
         self._bound = bound
         self._job_id = job_id
@@ -269,6 +270,8 @@ def log_outside(level: int, event: str, **fields: Any) -> None:
     the application configures structlog; written by the log writer.
     Exceptions go in as ``exc`` and are turned into error fields there.
     """
+    import structlog
+
     if level < logging.WARNING and not structlog.is_configured():
         return
     exc = fields.pop("exc", None)
@@ -296,6 +299,8 @@ def _dumps(entry: Any, **kwargs: Any) -> str:
     values): such a value is logged as its repr. An exception here would
     escape from the engine's logging call.
     """
+    import json
+
     try:
         return json.dumps(entry, **kwargs)
     except (TypeError, ValueError, RecursionError):
@@ -327,6 +332,8 @@ def configure_logging(
     ``logging`` level number. This configures structlog globally, for the
     whole application, as any structlog configuration does.
     """
+    import structlog
+
     global _log_file
     if isinstance(level, str):
         try:

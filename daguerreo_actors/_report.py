@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._logfile import (
@@ -38,6 +37,9 @@ from daguerreo_actors._logfile import (
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
 from daguerreo_actors._text import escape_controls, safe_str
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _OUTCOMES = frozenset(
     {
@@ -323,6 +325,8 @@ class JobReport:
         The format follows the suffix: ``.png`` or ``.svg``. Needs
         matplotlib, the ``daguerreo-actors[plot]`` extra.
         """
+        from pathlib import Path
+
         from daguerreo_actors._timeline import draw_timeline
 
         return draw_timeline(self, Path(path))

@@ -251,12 +251,14 @@ class Scheduler:
         """Offer READY nodes for workers to take when they free a slot.
 
         Tops the offers up to ``limit`` from the front of the ready queue and
-        returns the nodes newly offered, in queue order.
+        returns the nodes newly offered, in queue order. Offers taken whose
+        start is not reported yet (``claimed``) count against the limit: it
+        bounds every offer outstanding, hence the TaskActors made for them.
         """
         ready = self.ready
         offered = self.offered
         first = len(offered)
-        last = min(limit, len(ready))
+        last = min(limit - len(self.claimed), len(ready))
         new = [ready[position] for position in range(first, last)]
         offered.update(new)
         return new

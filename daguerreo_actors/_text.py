@@ -72,3 +72,8 @@ def cut(text: str, limit: int) -> str:
         return text
     kept = max(0, limit - 40)  # room for the note
     return f"{text[:kept]}... [{len(text) - kept} more characters]"
+
+
+def short_message(exc: BaseException, limit: int = 500) -> str:
+    """An exception's message, safely and cut (it runs the exception's ``__str__``)."""
+    return cut(safe_str(exc), limit)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -187,6 +187,10 @@ def tier_for(executor: object, job_id: str, nodes: int) -> Tier:
                 "pip install 'daguerreo-actors[dask]'"
             ) from exc
         return DaskTier(cast(Any, executor), job_id)
+    # Imported only for this check: concurrent.futures.process pulls in
+    # multiprocessing (about 10 ms).
+    from concurrent.futures import ProcessPoolExecutor
+
     if isinstance(executor, ProcessPoolExecutor):
         from daguerreo_actors._tier_process import ProcessPoolTier
 

@@ -1,0 +1,141 @@
+"""The task-thread side of the JobActor: committing an attempt's outcome.
+
+A tier reports an attempt's outcome on whatever thread learns it; the
+TaskActor passes it to one of these commit methods, still on that thread.
+A commit settles the attempt's fate and leaves the report in the JobActor's
+mailbox in one step under the actor's lock, so an attempt abandoned first
+(a timeout, the job's end) is never reported as done, and its result never
+merged.
+
+A result is merged here, into the job's ctx snapshot (a HAMT,
+``immutables.Map``: the snapshot handed to a starting task is O(1), a merge
+O(k log n), never a copy of the whole ctx). The merge calls the keys'
+``__hash__`` and ``__eq__``, user code, so it runs on the task's thread,
+before the lock is taken: optimistically against the snapshot of the
+moment, and again if another result was merged meanwhile. Whatever a key
+raises makes that task's result INVALID_RESULT; nothing is half-merged (a
+HAMT update builds a new map or nothing).
+
+The reporting thread then drains the mailbox itself if nobody is draining
+it, and, if it is a pool thread that ran the code (``here``), takes the
+next offer (``_offers.py``) or the first node its drain starts, and runs it
+next. Any other thread (a tier's callback, the event loop) hands the drain
+to the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from daguerreo_actors._attempt import ACTIVE, Attempt
+from daguerreo_actors._mailbox import MailboxActor
+from daguerreo_actors._messages import InternalFailure, Invalid, Raised, Succeeded
+from daguerreo_actors._pool import Runnable, shared_pool
+from daguerreo_actors._task_actor import RunAttempt, TaskActor
+from daguerreo_actors._text import short_message
+
+if TYPE_CHECKING:
+    import immutables
+
+    from daguerreo_actors._clock import Clock
+    from daguerreo_actors._offers import Offers
+    from daguerreo_actors._outbox import Outbox
+
+
+class CommitSide(MailboxActor):
+    """The commit methods of the JobActor (see the module docstring)."""
+
+    __slots__ = ("_ctx",)
+
+    # The ctx snapshot, swapped (never changed) under the lock; the rest is
+    # the JobActor's.
+    _ctx: immutables.Map[Any, Any]
+    _offers: Offers | None
+    _clock: Clock
+    _outbox: Outbox
+
+    def commit_returned(
+        self, attempt: Attempt, output: dict[Any, Any], *, here: bool
+    ) -> Runnable | None:
+        """The attempt returned ``output``: merge it and report, unless it was abandoned."""
+        offers = self._offers if here else None
+        taken: tuple[TaskActor, Attempt] | None = None
+        while True:
+            base = self._ctx
+            merged = base
+            if output:
+                try:
+                    merged = base.update(output)  # a key's __hash__/__eq__: user code
+                except BaseException as exc:  # noqa: BLE001 - charged to this task
+                    return self.commit_invalid(
+                        attempt, output, _merge_error(output, exc), here=here
+                    )
+            with self._lock:
+                if self._ctx is not base and attempt.fate == ACTIVE:
+                    continue  # another result was merged meanwhile: merge again
+                if not attempt.finish_locked():
+                    break
+                self._ctx = merged
+                if offers is not None:
+                    taken = offers.take_locked()
+                if taken is not None:
+                    taken[1].started_at = self._clock.monotonic()
+                drain = self.enqueue_locked(
+                    Succeeded(attempt, output, None if taken is None else taken[1])
+                )
+            if taken is not None:
+                actor, taken_attempt = taken
+                actor.accept(RunAttempt(taken_attempt, merged))
+            return self._after_commit(drain, here and taken is None, taken)
+        self._outbox.log.late_result(attempt.task, attempt.number)
+        return None
+
+    def commit_raised(self, attempt: Attempt, exc: BaseException, *, here: bool) -> Runnable | None:
+        return self._commit(attempt, Raised(attempt, exc), here)
+
+    def commit_invalid(
+        self, attempt: Attempt, value: Any, reason: str | None, *, here: bool
+    ) -> Runnable | None:
+        return self._commit(attempt, Invalid(attempt, value, reason), here)
+
+    def commit_not_run(self, attempt: Attempt) -> None:
+        # Ours abandon first; if the attempt is still wanted, something else
+        # cancelled it (a coroutine that cancelled itself): a failure.
+        error = RuntimeError(f"task {attempt.task!r}: its attempt was cancelled before it finished")
+        self._commit(attempt, Raised(attempt, error), False)
+
+    def internal_failure(self, where: str, exc: BaseException) -> None:
+        """A bug of ours outside the JobActor (a TaskActor): fail the job clearly."""
+        self.tell(InternalFailure(where, exc))
+
+    def _commit(self, attempt: Attempt, message: Any, here: bool) -> Runnable | None:
+        with self._lock:
+            if not attempt.finish_locked():
+                drain = None
+            else:
+                drain = self.enqueue_locked(message)
+        if drain is None:
+            self._outbox.log.late_result(attempt.task, attempt.number)
+            return None
+        return self._after_commit(drain, here, None)
+
+    def _after_commit(
+        self, drain: bool, keep: bool, taken: tuple[TaskActor, Attempt] | None
+    ) -> Runnable | None:
+        kept = None
+        if drain:
+            if keep or taken is not None:
+                kept = self.drain(keep=keep)
+            else:
+                shared_pool().execute(self)
+        return taken[0] if taken is not None else kept
+
+
+def _merge_error(output: Mapping[Any, Any], exc: BaseException) -> str:
+    types = sorted({type(key).__name__ for key in output if type(key) is not str})
+    keys = f"a key of type {', '.join(types)}" if types else "a key"
+    return (
+        f"its result could not be merged into the ctx: {keys} raised "
+        f"{type(exc).__name__}: {short_message(exc)}"
+    )
