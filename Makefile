@@ -29,7 +29,9 @@ test: $(STAMP)
 # The long profile of every property test (40x the examples, random draws).
 soak: $(STAMP)
 	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -p no:cacheprovider --timeout=3600 \
-		tests/test_invariants.py tests/test_scheduler.py tests/test_graph.py \
+		tests/test_invariants.py tests/test_scheduler_order.py tests/test_scheduler_failures.py \
+		tests/test_scheduler_job.py tests/test_scheduler_offers.py tests/test_scheduler_machine.py \
+		tests/test_graph.py \
 		tests/test_validation.py tests/test_tasks.py
 
 bench: $(BENCH_STAMP)

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import examples
+from helpers import unsafe_chars
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -44,20 +44,11 @@ LINE_WAIT = 10.0  # deadline for one line from `tail --follow`
 JOB_ID = "0123456789abcdef0123456789abcdef"
 OTHER_JOB_ID = "fedcba9876543210fedcba9876543210"
 
-# What must never reach a terminal raw from a name or message: C0/C1
-# controls (ESC, BEL, CR...), format characters (bidi overrides), line and
-# paragraph separators, lone surrogates.
-UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 EVIL_PIECES = [
     *("\x1b[31m", "\x1b]0;title\x07", "\u202e", "\u2067", "\r", "\x07", "\n"),
     *("\u2028", "\x9b", "\x7f", "\ud800", "\\", '"', "[red]", "$x$"),
 ]
-
-
-def unsafe_chars(text: str) -> list[str]:
-    """The characters of ``text`` that must not be printed raw (newlines between lines aside)."""
-    return [c for c in text if c != "\n" and unicodedata.category(c) in UNSAFE_CATEGORIES]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

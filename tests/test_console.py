@@ -6,11 +6,12 @@ import io
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import examples
+from helpers import UNSAFE_CATEGORIES, WAIT, Ctx, IsActive, fails_once
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -18,28 +19,12 @@ from rich.console import Console
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, ProgressListener, Task, TaskEvent, TaskState
 
-WAIT = 10.0
-Ctx = Mapping[str, Any]
-IsActive = Callable[[], bool]
 SGR = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def step(key: str) -> Callable[[Ctx, IsActive], dict[str, Any]]:
     def fn(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
         return {key: True}
-
-    return fn
-
-
-def fails_once() -> Callable[[Ctx, IsActive], dict[str, Any]]:
-    calls: list[int] = []
-
-    def fn(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("first call")
-        return {"flaky": True}
 
     return fn
 

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from conftest import examples
+from helpers import noop
+from helpers import unsafe_chars as unsafe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daguerreo_actors import InvalidTasksError, Task, to_dot, to_mermaid
-
-Ctx = Mapping[str, Any]
-IsActive = Callable[[], bool]
-UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-def noop(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
-    return {}
-
 
 DIAMOND: list[Task | Mapping[str, Any]] = [
     Task("root", noop),
@@ -106,10 +98,6 @@ names = st.one_of(
 # character, so a quote may appear inside only as \".
 DOT_NODE = re.compile(r'    n(\d+) \[label="((?:[^"\\]|\\.)*)"(, style=dashed)?\];')
 MERMAID_NODE = re.compile(r'    n(\d+)\["([^"]*)"\](:::optional)?')
-
-
-def unsafe(text: str) -> list[str]:
-    return [c for c in text if c != "\n" and unicodedata.category(c) in UNSAFE_CATEGORIES]
 
 
 @settings(max_examples=examples(200))

@@ -18,11 +18,10 @@ import immutables
 import pykka
 import pytest
 import structlog
+from helpers import WAIT
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, Task, TaskEvent, TaskState
-
-WAIT = 10.0  # deadline for anything that should finish quickly
 
 
 def incer(ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
@@ -618,6 +617,29 @@ def test_nothing_starts_after_cancel() -> None:
     assert started == ["blocker"]
 
 
+def test_nothing_queued_in_a_user_executor_starts_after_cancel() -> None:
+    gate = threading.Event()
+    started: list[str] = []
+
+    def work(name: str) -> Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]:
+        def fn(_c: Mapping[str, Any], _a: Callable[[], bool]) -> dict[str, Any]:
+            started.append(name)
+            gate.wait(WAIT)
+            return {}
+
+        return fn
+
+    with ThreadPoolExecutor(1) as executor:
+        tasks = [Task(f"t{i}", work(f"t{i}")) for i in range(3)]
+        job = d.run(tasks, executor=executor, max_concurrency=3)
+        deadline = time.monotonic() + WAIT
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert job.cancel() is True
+        gate.set()
+    assert started == ["t0"]  # t1 and t2 were still queued in the executor
+
+
 def test_a_job_can_be_cancelled_from_inside_a_task() -> None:
     holder: dict[str, d.Job] = {}
     ready = threading.Event()
@@ -788,6 +810,17 @@ def test_a_stopped_actor_ref_listener_does_not_disturb_the_job() -> None:
     assert job.wait_for_listeners(WAIT)
 
 
+def test_wait_for_listeners_knows_the_listeners_as_soon_as_run_returns() -> None:
+    gate = threading.Event()
+    job = d.run([Task("a", lambda c, a: {})], listeners=[lambda e: gate.wait(WAIT)])
+    try:
+        assert job.wait_for_listeners(timeout=0) is False
+        assert job.dropped_events == (0,)
+    finally:
+        gate.set()
+    assert job.wait_for_listeners(WAIT)
+
+
 # -- structured logs -------------------------------------------------------------
 
 
@@ -838,14 +871,48 @@ def test_failures_are_logged_at_error(logs: list[dict[str, Any]]) -> None:
     assert failed[0]["traceback"].endswith("RuntimeError: BOOM")
 
 
-def test_filtered_debug_entries_are_not_built() -> None:
-    # The autouse fixture filters below CRITICAL; a logger bound by the
-    # engine must see debug as disabled and never format an entry.
-    from daguerreo_actors._logging import TransitionLog
+def test_filtered_debug_entries_are_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The autouse fixture filters below CRITICAL: the engine must check the
+    # level first and hand its logger no entry at all. A spy between
+    # structlog and the engine sees every entry handed over.
+    handed: list[str] = []
+    get_logger = structlog.get_logger
 
-    log = TransitionLog("job")
-    assert not log.debug_enabled
-    assert not log.warning_enabled
+    class Spy:
+        def __init__(self, bound: Any) -> None:
+            self._bound = bound
+
+        def bind(self, **values: Any) -> Spy:
+            return Spy(self._bound.bind(**values))
+
+        def is_enabled_for(self, level: int) -> bool:
+            return bool(self._bound.is_enabled_for(level))
+
+        def __getattr__(self, name: str) -> Any:
+            handed.append(name)  # a logging method, about to get an entry
+            return getattr(self._bound, name)
+
+    monkeypatch.setattr(structlog, "get_logger", lambda *a, **kw: Spy(get_logger(*a, **kw)))
+    calls: list[int] = []
+
+    def flaky(ctx: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) % 2:
+            raise ValueError("every other call")  # a warning entry, filtered too
+        return {"b": ctx["v"]}
+
+    tasks = [Task("a", incer), Task("b", flaky, ["a"])]
+    assert d.run(tasks, ctx={"v": 0}).get(timeout=WAIT).ok
+    assert handed == []
+
+    # The spy is no vacuous witness: with debug enabled, the entries reach it.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        processors=[structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(io.StringIO()),
+    )
+    assert d.run(tasks, ctx={"v": 0}).get(timeout=WAIT).ok
+    assert {"info", "log"} <= set(handed)
 
 
 # -- option errors ---------------------------------------------------------------

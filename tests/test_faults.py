@@ -8,16 +8,13 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ROOT, WAIT
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, Task, TaskEvent, TaskState, _listeners, _task_actor
-
-WAIT = 10.0
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def ok(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
@@ -106,6 +103,31 @@ def test_a_listener_raising_base_exceptions_is_logged_and_kept(
     assert job.wait_for_listeners(WAIT)
     assert len(seen) == 5
     assert sum(1 for e in logs if e["event"] == "listener_failed") == 5
+
+
+# -- hostile exceptions --------------------------------------------------------
+
+
+def test_an_exception_whose_str_raises_is_still_just_a_retried_failure(
+    logs: list[dict[str, Any]],
+) -> None:
+    class UnprintableError(Exception):
+        def __str__(self) -> str:
+            raise KeyError("no str for you")
+
+    calls: list[int] = []
+
+    def flaky(_c: Mapping[str, Any], _a: Callable[[], bool]) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise UnprintableError()
+        return {"ok": True}
+
+    result = d.run([Task("a", flaky)]).get(timeout=WAIT)
+    assert result.ok
+    assert result.attempts == {"a": 2}
+    failure = next(e for e in logs if e.get("new_state") == "exception")
+    assert failure["error"] == "<unprintable UnprintableError>"
 
 
 # -- cancel at awkward moments -------------------------------------------------

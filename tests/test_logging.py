@@ -7,39 +7,26 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from helpers import WAIT, Ctx, IsActive, fails_once
 
 import daguerreo_actors as d
 from daguerreo_actors import JobReport, JobState, Task
 from daguerreo_actors import _logging as logging_module
 from daguerreo_actors._logfile import parse_entry
 
-WAIT = 10.0
-Ctx = Mapping[str, Any]
-IsActive = Callable[[], bool]
-
 
 def napper(seconds: float) -> Callable[[Ctx, IsActive], dict[str, Any]]:
     def fn(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
         time.sleep(seconds)
         return {"secret": "hunter2", "other": 1}
-
-    return fn
-
-
-def fails_once() -> Callable[[Ctx, IsActive], dict[str, Any]]:
-    calls: list[int] = []
-
-    def fn(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyError("first\nattempt")
-        return {"ok": True}
 
     return fn
 
@@ -117,6 +104,24 @@ def test_failures_carry_the_error_type_and_message(logs: list[dict[str, Any]]) -
     assert result.state is JobState.FAILED
     [failed] = [e for e in logs if e.get("new_state") == "failed" and "task" in e]
     assert (failed["error_type"], failed["error"]) == ("ValueError", "always")
+
+
+def test_a_timed_out_attempt_logs_its_own_duration_even_when_retried_at_once(
+    logs: list[dict[str, Any]],
+) -> None:
+    release = threading.Event()
+
+    def stuck(_c: Mapping[str, Any], _a: Callable[[], bool]) -> dict[str, Any]:
+        release.wait(WAIT)
+        return {}
+
+    try:
+        d.run([Task("a", stuck, timeout=0.1, max_retries=1)]).get(timeout=WAIT)
+    finally:
+        release.set()
+    timed_out = [e for e in logs if e.get("new_state") == "timed_out"]
+    assert len(timed_out) == 2
+    assert all(0.09 <= e["duration"] < 1.0 for e in timed_out), timed_out
 
 
 def test_log_values_puts_the_result_in_the_entry(logs: list[dict[str, Any]]) -> None:
@@ -226,6 +231,54 @@ def test_values_json_cannot_hold_are_logged_as_their_repr(tmp_path: Path) -> Non
     assert done["result_keys"] == ["(1, 2)", "loop", "obj"]
     assert "tuple key" in done["result"]
     assert isinstance(done["result"], str)
+
+
+# -- logging never breaks a job -------------------------------------------------------
+
+
+def test_logging_that_raises_outside_the_job_actor_breaks_nothing() -> None:
+    def explode(_logger: Any, _name: str, entry: dict[str, Any]) -> dict[str, Any]:
+        if entry["event"] in ("late_result_discarded", "listener_failed"):
+            raise SystemExit("a processor gone mad")
+        return entry
+
+    structlog.configure(
+        processors=[explode, structlog.processors.KeyValueRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.PrintLoggerFactory(open("/dev/null", "w")),  # noqa: SIM115
+    )
+    release = threading.Event()
+
+    def late(_c: Mapping[str, Any], _a: Callable[[], bool]) -> dict[str, Any]:
+        release.wait(WAIT)
+        return {"late": True}
+
+    class Hostile:
+        calls = 0
+
+        def __repr__(self) -> str:
+            raise SystemExit("no repr")
+
+        def __call__(self, _event: d.Event) -> None:
+            Hostile.calls += 1
+            raise RuntimeError("listener bug")
+
+    hostile = Hostile()
+    job = d.run(
+        [
+            Task("slow", late, timeout=0.05, max_retries=0, continue_on_failure=True),
+            Task("fine", lambda c, a: {"fine": True}),
+        ],
+        listeners=[hostile],
+    )
+    try:
+        result = job.get(timeout=WAIT)
+    finally:
+        release.set()
+    assert result.state is JobState.COMPLETED
+    assert result.ctx == {"fine": True}
+    assert job.wait_for_listeners(WAIT)
+    assert Hostile.calls == 2 + 3 + 4  # every event reached the listener
 
 
 # -- the library leaves logging alone ---------------------------------------------------

@@ -12,22 +12,19 @@ import math
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import examples
+from helpers import WAIT, Ctx, IsActive
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobReport, JobState, Task, TaskEvent, TaskState
 from daguerreo_actors._logfile import parse_entry
-
-WAIT = 10.0
-Ctx = Mapping[str, Any]
-IsActive = Callable[[], bool]
 
 
 def sleeper(seconds: float, key: str = "done") -> Callable[[Ctx, IsActive], dict[str, Any]]:
@@ -309,6 +306,7 @@ def test_to_markdown_escapes_names_and_keeps_one_row_per_task(
 def test_save_timeline_writes_a_png(tmp_path: Path) -> None:
     tasks = [*DIAMOND[:2], Task("retry", flaky(1))]
     _, report = reported(tasks)
+    pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
     path = report.save_timeline(tmp_path / "out" / "timeline.png")
     assert path == tmp_path / "out" / "timeline.png"
     data = path.read_bytes()
@@ -321,6 +319,7 @@ def test_save_timeline_writes_an_svg_even_for_names_matplotlib_would_parse(
 ) -> None:
     tasks = [Task("$\\undefined{$", sleeper(0)), Task("a$b$c\x1b[31m", sleeper(0))]
     _, report = reported(tasks)
+    pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
     path = report.save_timeline(str(tmp_path / "timeline.svg"))
     text = path.read_text()
     assert "<svg" in text
@@ -345,6 +344,7 @@ def test_save_timeline_of_a_report_built_from_a_log_mid_job(tmp_path: Path) -> N
         ]
     )
     assert report.tasks["a"].run_time == 0.0
+    pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
     assert report.save_timeline(tmp_path / "t.png").stat().st_size > 0
 
 

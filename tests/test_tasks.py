@@ -8,14 +8,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
+from helpers import noop
 from hypothesis import given
 from hypothesis import strategies as st
 
 from daguerreo_actors import InvalidTasksError, Task, TaskError
-
-
-def noop(ctx: Mapping[Any, Any], is_active: Callable[[], bool]) -> Mapping[Any, Any]:
-    return {}
 
 
 def field_errors_of(**fields: Any) -> list[TaskError]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import tier_tasks
+from conftest import busy_pool_threads, wait_until
 
 import daguerreo_actors as d
 from daguerreo_actors import JobState, Task, TaskEvent, TaskState
@@ -115,6 +117,49 @@ def test_a_broken_process_pool_fails_the_attempts_instead_of_hanging() -> None:
         assert result.get(timeout=WAIT).state is JobState.FAILED
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+# The bug is inherited by forked children only; elsewhere ProcessPoolExecutor
+# spawns fresh interpreters, which have no stale pool to inherit. CI is Linux.
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is the start method on Linux")
+def test_a_job_runs_inside_a_forked_worker_of_a_process_pool() -> None:
+    # Warm the parent's pool first: the child inherits its bookkeeping.
+    assert d.run([Task("warm", tier_tasks.inc)], ctx={"v": 0}).get(timeout=WAIT).ok
+    with ProcessPoolExecutor(1) as executor:
+        result = d.run([Task("nested", tier_tasks.nested_job)], executor=executor).get(timeout=WAIT)
+    assert result.ok, result.exception
+    assert result.ctx == {"inner": 42}
+
+
+def test_a_process_attempt_abandoned_while_its_ctx_is_pickled_never_runs_wanted(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "stopped"
+    slow = tier_tasks.SlowToPickle(1.0)  # the hand-over pickles the ctx for a second
+    with ProcessPoolExecutor(1) as executor:
+        result = d.run(
+            [Task("loop", tier_tasks.loop_until_inactive, timeout=0.01, max_retries=0)],
+            ctx={"marker": str(marker), "slow": slow},
+            executor=executor,
+        ).get(timeout=WAIT)
+        ended = time.monotonic()
+        assert result.failure_reason is TaskState.TIMED_OUT
+        # The hand-over runs on an engine pool thread: let it finish, then let
+        # the one worker run whatever it was given before a probe.
+        assert wait_until(lambda: busy_pool_threads() == 0)
+        assert executor.submit(abs, -1).result(timeout=WAIT) == 1
+        # The precondition: the attempt was abandoned while its ctx was pickled.
+        assert slow.pickled_at is not None
+        assert ended < slow.pickled_at
+        assert not marker.exists()  # so it never ran
+        # The marker is no vacuous witness: the same task, when it runs, writes it.
+        control = d.run(
+            [Task("loop", tier_tasks.loop_until_inactive, timeout=0.2, max_retries=0)],
+            ctx={"marker": str(marker)},
+            executor=executor,
+        ).get(timeout=WAIT)
+        assert control.failure_reason is TaskState.TIMED_OUT
+    assert marker.exists()  # shutting the pool down waited for the control's call
 
 
 # -- async task functions ------------------------------------------------------------
@@ -219,6 +264,24 @@ def test_an_async_task_that_raises_is_retried() -> None:
     assert result.ctx == {"ok": 2}
 
 
+def test_an_async_task_raising_system_exit_fails_only_its_attempt() -> None:
+    async def sleeper(_c: Mapping[str, Any], _a: Callable[[], bool]) -> dict[str, Any]:
+        await asyncio.sleep(0.3)
+        return {"slept": True}
+
+    async def exits(_c: Mapping[str, Any], _a: Callable[[], bool]) -> dict[str, Any]:
+        await asyncio.sleep(0.02)
+        sys.exit(3)
+
+    bystander = d.run([Task("sleep", sleeper)])
+    exiting = d.run([Task("exit", exits, max_retries=0)])
+    result = exiting.get(timeout=WAIT)
+    assert result.state is JobState.FAILED
+    assert isinstance(result.exception, SystemExit)
+    assert bystander.get(timeout=WAIT).ctx == {"slept": True}
+    assert d.run([Task("after", sleeper)]).get(timeout=WAIT).ok  # the loop lives on
+
+
 def test_a_function_returning_a_coroutine_runs_it_on_the_loop() -> None:
     async def body() -> dict[str, Any]:
         await asyncio.sleep(0.01)
@@ -232,7 +295,7 @@ def test_a_function_returning_a_coroutine_runs_it_on_the_loop() -> None:
     assert result.ctx["from"].startswith("daguerreo-loop")
 
 
-def test_async_tasks_ignore_a_thread_executor_and_still_cancel(
+def test_async_tasks_ignore_a_process_executor_and_still_cancel(
     processes: ProcessPoolExecutor,
 ) -> None:
     observed = Observed()

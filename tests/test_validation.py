@@ -7,11 +7,12 @@ import math
 import pickle
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import pytest
+from helpers import noop
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,10 +20,6 @@ from daguerreo_actors import InvalidTasksError, Task, TaskError, validate_tasks
 from daguerreo_actors._errors import ERROR_CODES
 
 TaskLike = Task | Mapping[str, Any]
-
-
-def noop(ctx: Mapping[Any, Any], is_active: Callable[[], bool]) -> Mapping[Any, Any]:
-    return {}
 
 
 def task(name: str, *deps: str, **fields: Any) -> Task:

@@ -54,3 +54,16 @@ def nested_job(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
 
     result = d.run([d.Task("inner", inc)], ctx={"v": 41}).get(timeout=10)
     return {"inner": result.ctx["v"]}
+
+
+class SlowToPickle:
+    """A ctx value that takes ``seconds`` to pickle; it notes when it was last pickled."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.pickled_at: float | None = None  # time.monotonic(), in the pickling process
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        time.sleep(self.seconds)
+        self.pickled_at = time.monotonic()
+        return (SlowToPickle, (self.seconds,))
