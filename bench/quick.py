@@ -32,7 +32,10 @@ def main() -> None:
                     runner()
                     times[name].append((time.perf_counter() - started) / n * 1e6)
             ours, base = (statistics.median(times[k]) for k in ("ours", "graphlib"))
-            print(f"{shape:6} conc={conc}: ours {ours:6.1f}  graphlib {base:6.1f}  ratio {ours / base:.2f}")
+            print(
+                f"{shape:6} conc={conc}: ours {ours:6.1f}  graphlib {base:6.1f}"
+                f"  ratio {ours / base:.2f}"
+            )
 
 
 if __name__ == "__main__":

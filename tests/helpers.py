@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daguerreo_actors._graph import Graph
-from daguerreo_actors._scheduler import Scheduler
+from daguerreo_actors._scheduler import Scheduler, Transition
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
 from daguerreo_actors._validation import build_graph
@@ -117,10 +117,15 @@ def node(sched: Scheduler, name: str) -> int:
     return sched.graph.names.index(name)
 
 
+def fields(t: Transition) -> tuple[int, TaskState, TaskState, int]:
+    """A transition record as (node, old, new, attempt)."""
+    return t.node, t.old, t.new, t.attempt
+
+
 def steps(sched: Scheduler) -> list[tuple[str, str]]:
     """The transitions recorded since the last call, as (task, new state)."""
     names = sched.graph.names
-    return [(names[n], new.value) for n, _old, new, _attempt, _payload in sched.take_transitions()]
+    return [(names[t.node], t.new.value) for t in sched.take_transitions()]
 
 
 def steps_with_attempts(sched: Scheduler) -> list[tuple[str, str, str, int]]:
@@ -128,7 +133,7 @@ def steps_with_attempts(sched: Scheduler) -> list[tuple[str, str, str, int]]:
     names = sched.graph.names
     return [
         (names[n], old.value, new.value, attempt)
-        for n, old, new, attempt, _payload in sched.take_transitions()
+        for n, old, new, attempt in map(fields, sched.take_transitions())
     ]
 
 
@@ -165,3 +170,23 @@ def state_of(sched: Scheduler) -> dict[str, str]:
 
 def job_steps(sched: Scheduler) -> list[tuple[str, str]]:
     return [(old.value, new.value) for _pos, old, new in sched.take_job_transitions()]
+
+
+def failed_node(sched: Scheduler) -> int | None:
+    """The node whose failure failed the job (None if none did)."""
+    failure = sched.failure
+    if failure is None or failure.task is None:
+        return None
+    return sched.graph.names.index(failure.task)
+
+
+def failure_reason(sched: Scheduler) -> TaskState | None:
+    return None if sched.failure is None else sched.failure.reason
+
+
+def job_exception(sched: Scheduler) -> BaseException | None:
+    return None if sched.failure is None else sched.failure.exception
+
+
+def invalid_value(sched: Scheduler) -> Any:
+    return None if sched.failure is None else sched.failure.invalid_result

@@ -19,8 +19,13 @@ from helpers import (
     chain,
     complete,
     fail,
+    failed_node,
+    failure_reason,
+    fields,
     graph_of,
     independent,
+    invalid_value,
+    job_exception,
     job_steps,
     names,
     node,
@@ -60,18 +65,19 @@ def test_an_exception_is_retried_while_attempts_remain_then_fails_the_task_and_t
         ("b", "unscheduled", "skipped", 0),
     ]
     assert sched.job_state is JobState.FAILED
-    assert sched.failed_task == node(sched, "a")
-    assert sched.failure_reason is EXCEPTION
-    assert sched.exception is last
+    assert failed_node(sched) == node(sched, "a")
+    assert failure_reason(sched) is EXCEPTION
+    assert job_exception(sched) is last
 
 
-def test_the_exception_transition_carries_the_exception_as_payload() -> None:
+def test_the_exception_transition_carries_the_exception_and_no_result() -> None:
     sched = scheduler(independent("a"), max_retries=1)
     sched.start()
     exc = ValueError("boom")
     fail(sched, "a", exc, retry=True)
-    payloads = {(old, new): payload for _n, old, new, _a, payload in sched.take_transitions()}
-    assert payloads[(RUNNING, EXCEPTION)] is exc
+    records = {(t.old, t.new): t for t in sched.take_transitions()}
+    assert records[(RUNNING, EXCEPTION)].exception is exc
+    assert records[(RUNNING, EXCEPTION)].result is None
 
 
 def test_a_timeout_is_retried_like_an_exception_and_failing_by_timeout_leaves_no_exception() -> (
@@ -87,9 +93,9 @@ def test_a_timeout_is_retried_like_an_exception_and_failing_by_timeout_leaves_no
         ("a", "timed_out", "failed", 2),
     ]
     assert sched.job_state is JobState.FAILED
-    assert sched.failed_task == 0
-    assert sched.failure_reason is TIMED_OUT
-    assert sched.exception is None
+    assert failed_node(sched) == 0
+    assert failure_reason(sched) is TIMED_OUT
+    assert job_exception(sched) is None
 
 
 def test_a_timed_out_attempt_is_retried_with_a_new_attempt_number() -> None:
@@ -143,8 +149,8 @@ def test_ending_the_job_after_a_refused_retry_leaves_every_task_terminal() -> No
     assert all(state.is_terminal for state in sched.states), state_of(sched)
     assert sched.running == 0
     assert sched.job_state is JobState.FAILED
-    assert sched.exception is error
-    for _n, old, new, _a, _p in sched.take_transitions():
+    assert job_exception(sched) is error
+    for _n, old, new, _a in map(fields, sched.take_transitions()):
         assert (old, new) in TASK_TRANSITIONS
 
 
@@ -176,10 +182,10 @@ def test_a_non_mapping_result_is_an_invalid_result_with_no_retry_and_fails_the_j
         ("c", "unscheduled", "skipped", 0),
     ]
     assert sched.job_state is JobState.FAILED
-    assert sched.failed_task == 0
-    assert sched.failure_reason is INVALID_RESULT
-    assert sched.invalid_result_value == [1, 2]
-    assert sched.exception is None
+    assert failed_node(sched) == 0
+    assert failure_reason(sched) is INVALID_RESULT
+    assert invalid_value(sched) == [1, 2]
+    assert job_exception(sched) is None
     assert sched.attempts[0] == 1
 
 
@@ -202,7 +208,7 @@ def test_a_failed_task_fails_the_job_at_once_cancelling_running_and_skipping_wai
         ("d", "skipped"),
     ]
     assert sched.job_state is JobState.FAILED
-    assert (sched.failed_task, sched.failure_reason, sched.exception) == (1, EXCEPTION, exc)
+    assert (failed_node(sched), failure_reason(sched), job_exception(sched)) == (1, EXCEPTION, exc)
     assert sched.running == 0
     assert not sched.ready
     assert job_steps(sched) == [("idle", "running"), ("running", "failed")]
@@ -225,9 +231,9 @@ def test_a_failed_task_with_continue_on_failure_lets_the_job_go_on_and_complete(
     assert complete(sched, "c") == []
     assert state_of(sched) == {"a": "completed", "b": "failed", "c": "completed"}
     assert sched.job_state is JobState.COMPLETED
-    assert sched.failed_task is None
-    assert sched.failure_reason is None
-    assert sched.exception is None
+    assert failed_node(sched) is None
+    assert failure_reason(sched) is None
+    assert job_exception(sched) is None
 
 
 @pytest.mark.parametrize("how", ["exception", "timeout"])
@@ -245,7 +251,7 @@ def test_a_continue_on_failure_task_failing_last_completes_the_job(how: str) -> 
         assert time_out(sched, "b") == []
     assert state_of(sched) == {"a": "completed", "b": "failed"}
     assert sched.job_state is JobState.COMPLETED
-    assert sched.failed_task is None
+    assert failed_node(sched) is None
     assert job_steps(sched) == [("idle", "running"), ("running", "completed")]
 
 
@@ -289,9 +295,9 @@ def test_ending_the_job_cancels_running_tasks_and_skips_waiting_and_unscheduled_
     assert sched.job_state is state
     assert sched.running == 0
     assert not sched.ready
-    assert sched.failed_task is None
-    assert sched.failure_reason is None
-    assert sched.exception is None
+    assert failed_node(sched) is None
+    assert failure_reason(sched) is None
+    assert job_exception(sched) is None
 
 
 def test_a_second_end_returns_false_and_changes_nothing() -> None:
@@ -300,12 +306,12 @@ def test_a_second_end_returns_false_and_changes_nothing() -> None:
     assert sched.end(JobState.CANCELLED) is True
     steps(sched)
     job_steps(sched)
-    before = (list(sched.states), list(sched.attempts), sched.ctx, sched.running)
+    before = (list(sched.states), list(sched.attempts), sched.final_ctx(), sched.running)
     assert sched.end(JobState.TIMED_OUT) is False
     assert sched.end(JobState.FAILED, exception=RuntimeError("late")) is False
     assert sched.job_state is JobState.CANCELLED
-    assert sched.exception is None
-    assert (list(sched.states), list(sched.attempts), sched.ctx, sched.running) == before
+    assert job_exception(sched) is None
+    assert (list(sched.states), list(sched.attempts), sched.final_ctx(), sched.running) == before
     assert sched.take_transitions() == []
     assert sched.take_job_transitions() == []
 
@@ -329,7 +335,7 @@ def test_after_the_end_no_task_starts_and_late_calls_return_none() -> None:
     assert sched.invalid_result(1, 1, 42) is None
     assert sched.take_transitions() == []
     assert state_of(sched) == {"a": "cancelled", "b": "cancelled", "c": "skipped"}
-    assert "late" not in sched.ctx
+    assert "late" not in sched.final_ctx()
     assert sched.final_ctx() == {}
     assert sched.job_state is JobState.TIMED_OUT
 
@@ -340,8 +346,8 @@ def test_an_end_with_an_exception_records_it_as_the_job_exception_without_a_task
     error = InternalError("broken")
     assert sched.end(JobState.FAILED, exception=error) is True
     assert sched.job_state is JobState.FAILED
-    assert sched.exception is error
-    assert sched.failed_task is None
+    assert job_exception(sched) is error
+    assert failed_node(sched) is None
     assert sched.states == [CANCELLED]
 
 
@@ -354,7 +360,7 @@ def test_stale_calls_about_an_attempt_no_longer_running_return_none_and_change_n
     time_out(sched, "a", retry=True)  # a: attempt 1 timed out, back in the queue
     assert names(sched, [n for n in range(2) if sched.states[n] is RUNNING]) == ["b"]
     steps(sched)
-    before = (list(sched.states), list(sched.attempts), sched.ctx, list(sched.ready))
+    before = (list(sched.states), list(sched.attempts), sched.final_ctx(), list(sched.ready))
     # a's first attempt, now abandoned; b's attempt 2, which never started.
     assert sched.completed(0, 1, {"stale": 1}) is None
     assert sched.failed(0, 1, ValueError("stale"), True) is None
@@ -362,9 +368,14 @@ def test_stale_calls_about_an_attempt_no_longer_running_return_none_and_change_n
     assert sched.invalid_result(0, 1, "stale") is None
     assert sched.completed(1, 2, {"stale": 2}) is None
     assert sched.completed(1, 0, {"stale": 0}) is None
-    assert (list(sched.states), list(sched.attempts), sched.ctx, list(sched.ready)) == before
+    assert (
+        list(sched.states),
+        list(sched.attempts),
+        sched.final_ctx(),
+        list(sched.ready),
+    ) == before
     assert sched.take_transitions() == []
-    assert "stale" not in sched.ctx
+    assert "stale" not in sched.final_ctx()
     assert "stale" not in sched.final_ctx()
 
 
@@ -382,7 +393,7 @@ def test_a_late_result_of_a_timed_out_attempt_is_not_merged() -> None:
     time_out(sched, "a", retry=True)
     assert sched.completed(0, 1, {"from_attempt": 1}) is None
     assert complete(sched, "a", {"from_attempt": 2}) == []
-    assert dict(sched.ctx) == {"seed": 0, "from_attempt": 2}
+    assert sched.final_ctx() == {"seed": 0, "from_attempt": 2}
     assert sched.final_ctx() == {"seed": 0, "from_attempt": 2}
 
 
@@ -394,7 +405,7 @@ def test_a_late_result_after_a_final_timeout_is_not_merged() -> None:
     complete(sched, "b", {"b": 1})
     assert sched.job_state is JobState.COMPLETED
     assert sched.final_ctx() == {"b": 1}
-    assert "late" not in sched.ctx
+    assert "late" not in sched.final_ctx()
 
 
 # -- attempts ------------------------------------------------------------------

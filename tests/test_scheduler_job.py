@@ -22,8 +22,12 @@ from helpers import (
     chain,
     complete,
     fail,
+    failed_node,
+    failure_reason,
     graph_of,
     independent,
+    invalid_value,
+    job_exception,
     job_steps,
     node,
     scheduler,
@@ -77,10 +81,10 @@ def test_a_decide_end_returning_cancelled_turns_a_completing_job_into_cancelled(
     assert decided == [JobState.COMPLETED]
     assert sched.job_state is JobState.CANCELLED
     assert job_steps(sched) == [("idle", "running"), ("running", "cancelled")]
-    assert sched.failed_task is None
-    assert sched.failure_reason is None
-    assert sched.exception is None
-    assert sched.invalid_result_value is None
+    assert failed_node(sched) is None
+    assert failure_reason(sched) is None
+    assert job_exception(sched) is None
+    assert invalid_value(sched) is None
     assert sched.states == [COMPLETED]
 
 
@@ -89,9 +93,9 @@ def test_a_decide_end_returning_cancelled_turns_a_failing_job_into_cancelled() -
     sched.start()
     fail(sched, "a", ValueError("a broke"))
     assert sched.job_state is JobState.CANCELLED
-    assert sched.failed_task is None
-    assert sched.failure_reason is None
-    assert sched.exception is None
+    assert failed_node(sched) is None
+    assert failure_reason(sched) is None
+    assert job_exception(sched) is None
     assert sched.states == [FAILED, CANCELLED]
 
 
@@ -115,23 +119,23 @@ def test_decide_end_sees_the_state_of_an_outside_end() -> None:
 def test_ctx_holds_the_initial_ctx_and_every_completed_output() -> None:
     sched = scheduler(chain("a", "b"), ctx={"seed": 1})
     sched.start()
-    assert isinstance(sched.ctx, immutables.Map)
-    assert dict(sched.ctx) == {"seed": 1}
+    assert sched.final_ctx() == {"seed": 1}
     complete(sched, "a", {"a": 1})
-    assert dict(sched.ctx) == {"seed": 1, "a": 1}
+    assert sched.final_ctx() == {"seed": 1, "a": 1}
     complete(sched, "b", {"b": 2, "seed": 3})
-    assert dict(sched.ctx) == {"seed": 3, "a": 1, "b": 2}
+    assert sched.final_ctx() == {"seed": 3, "a": 1, "b": 2}
 
 
-def test_a_ctx_snapshot_is_unchanged_by_later_merges() -> None:
+def test_the_final_ctx_is_a_new_dict_unchanged_by_later_completions() -> None:
     sched = scheduler(chain("a", "b"), ctx={"seed": 1})
     sched.start()
-    snapshot = sched.ctx
+    snapshot = sched.final_ctx()
     complete(sched, "a", {"a": 1, "seed": 2})
-    second = sched.ctx
+    second = sched.final_ctx()
     complete(sched, "b", {"b": 2})
-    assert dict(snapshot) == {"seed": 1}
-    assert dict(second) == {"seed": 2, "a": 1}
+    assert snapshot == {"seed": 1}
+    assert second == {"seed": 2, "a": 1}
+    assert sched.outputs == [{"a": 1, "seed": 2}, {"b": 2}]
 
 
 def test_final_ctx_is_a_dict_in_completion_order_later_outputs_overwriting_earlier() -> None:
@@ -144,15 +148,13 @@ def test_final_ctx_is_a_dict_in_completion_order_later_outputs_overwriting_earli
     assert type(final) is dict
     assert final == {"seed": 0, "shared": "b", "c": 3, "a": 1, "b": 2}
     assert list(final) == ["seed", "shared", "c", "a", "b"]
-    assert dict(sched.ctx) == final
+    assert sched.final_ctx() == final
 
 
 def test_an_empty_output_merges_nothing() -> None:
     sched = scheduler(independent("a"), ctx={"seed": 0})
     sched.start()
-    before = sched.ctx
     complete(sched, "a", {})
-    assert sched.ctx == before
     assert sched.final_ctx() == {"seed": 0}
 
 
@@ -163,7 +165,7 @@ def test_ctx_accepts_mappings_that_are_not_dicts() -> None:
     sched.start()
     complete(sched, "a", types.MappingProxyType({"ab": 1}))
     complete(sched, "b", immutables.Map({"cd": 2}))
-    assert dict(sched.ctx) == {"xy": 0, "ab": 1, "cd": 2}
+    assert sched.final_ctx() == {"xy": 0, "ab": 1, "cd": 2}
     assert sched.final_ctx() == {"xy": 0, "ab": 1, "cd": 2}
 
 
@@ -181,7 +183,7 @@ def test_with_record_off_only_failure_transitions_are_recorded() -> None:
     time_out(sched, "b", retry=True)
     complete(sched, "c")
     sched.invalid_result(node(sched, "d"), 1, "nope")
-    recorded = {(old, new) for _n, old, new, _a, _p in sched.take_transitions()}
+    recorded = {(t.old, t.new) for t in sched.take_transitions()}
     assert recorded == {
         (RUNNING, EXCEPTION),
         (RUNNING, TIMED_OUT),
@@ -192,7 +194,7 @@ def test_with_record_off_only_failure_transitions_are_recorded() -> None:
     sched = scheduler(independent("a", "b"), record=False, max_concurrency=1)
     sched.start()
     time_out(sched, "a")
-    assert [(old, new) for _n, old, new, _a, _p in sched.take_transitions()] == [
+    assert [(t.old, t.new) for t in sched.take_transitions()] == [
         (RUNNING, TIMED_OUT),
         (TIMED_OUT, FAILED),
     ]

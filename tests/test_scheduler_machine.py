@@ -23,6 +23,11 @@ from helpers import (
     SKIPPED,
     TIMED_OUT,
     UNSCHEDULED,
+    failed_node,
+    failure_reason,
+    fields,
+    invalid_value,
+    job_exception,
     never_called,
 )
 from hypothesis import Phase, settings
@@ -174,7 +179,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         # The transitions, replayed (as listeners replay their events), never
         # show more tasks RUNNING than the limit.
         live = self.model_states.count(RUNNING)
-        for position, (n, old, new, attempt, _payload) in enumerate(transitions):
+        for position, (n, old, new, attempt) in enumerate(map(fields, transitions)):
             assert (old, new) in TASK_TRANSITIONS, (n, old, new)
             assert old is self.model_states[n], (n, old, self.model_states[n])
             live += (new is RUNNING) - (old is RUNNING)
@@ -191,7 +196,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                     # Taken by a thread whose report the end made stale: it
                     # did start, and is cancelled at once.
                     assert sched.ended, f"taken t{n} started without its report"
-                    assert transitions[position + 1][:3] == (n, RUNNING, CANCELLED)
+                    assert fields(transitions[position + 1])[:3] == (n, RUNNING, CANCELLED)
                     self.taken.discard(n)
                 else:
                     # Real starts happen in ready-queue order.
@@ -212,7 +217,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             # The report's node completes first, freeing the slot the claim
             # then takes.
             assert claim_position is not None, f"claimed t{claim} did not start"
-            assert transitions[0][:3] == (report[0], RUNNING, COMPLETED)
+            assert fields(transitions[0])[:3] == (report[0], RUNNING, COMPLETED)
             assert claim_position >= 1
         for position, job_old, job_new in job_transitions:
             assert 0 <= position <= len(transitions)
@@ -266,16 +271,16 @@ class SchedulerMachine(RuleBasedStateMachine):
         sched = self.sched
         if sched.states[n] is FAILED and not self.continue_on_failure[n]:
             assert sched.job_state is JobState.FAILED
-            assert sched.failed_task == n
-            assert sched.failure_reason is reason
-            assert sched.exception is exc
+            assert failed_node(sched) == n
+            assert failure_reason(sched) is reason
+            assert job_exception(sched) is exc
 
     def _snapshot(self) -> tuple[object, ...]:
         sched = self.sched
         return (
             list(sched.states),
             list(sched.attempts),
-            sched.ctx,
+            sched.final_ctx(),
             list(sched.ready),
             set(sched.offered),
             set(sched.claimed),
@@ -373,9 +378,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         self._absorb(started, ended_before=False)
         assert started == []
         assert self.sched.job_state is JobState.FAILED
-        assert self.sched.failed_task == n
-        assert self.sched.failure_reason is INVALID_RESULT
-        assert self.sched.invalid_result_value == value
+        assert failed_node(self.sched) == n
+        assert failure_reason(self.sched) is INVALID_RESULT
+        assert invalid_value(self.sched) == value
 
     @precondition(lambda self: self.built)
     @rule(
@@ -544,7 +549,6 @@ class SchedulerMachine(RuleBasedStateMachine):
     def ctx_holds_exactly_the_completed_outputs(self) -> None:
         if not self.built:
             return
-        assert dict(self.sched.ctx) == self.model_ctx
         assert self.sched.final_ctx() == self.model_ctx
         assert list(self.sched.final_ctx()) == list(self.model_ctx)
 

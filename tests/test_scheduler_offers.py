@@ -19,6 +19,7 @@ from helpers import (
     RUNNING,
     complete,
     fail,
+    fields,
     graph_of,
     independent,
     names,
@@ -118,7 +119,7 @@ def most_running(transitions: Sequence[Transition], running: int) -> int:
     asserts it never exceeds ``max_concurrency``).
     """
     most = running
-    for _n, old, new, _attempt, _payload in transitions:
+    for _n, old, new, _attempt in map(fields, transitions):
         running += (new is RUNNING) - (old is RUNNING)
         most = max(most, running)
     return most
@@ -192,7 +193,7 @@ def test_a_claim_reported_with_a_completion_starts_the_claimed_node_in_the_freed
     assert offered_names(sched) == ["c"]
     assert claimed_names(sched) == []
     assert shell.revoked == []
-    assert dict(sched.ctx) == {"a": 1}
+    assert sched.final_ctx() == {"a": 1}
     check_books(sched)
     # The claimed attempt reports like any other, and may claim in its turn.
     assert names(sched, [shell.take()]) == ["c"]
@@ -332,9 +333,9 @@ def test_ending_the_job_withdraws_every_offer_and_cancels_the_ones_a_thread_took
     assert sched.attempts == [1, 1, 1, 0, 0, 0]
     assert all(state.is_terminal for state in sched.states)
     # a's report, naming b, arrives after the end: stale, nothing changes.
-    before = (list(sched.states), list(sched.attempts), sched.ctx, sched.job_state)
+    before = (list(sched.states), list(sched.attempts), sched.final_ctx(), sched.job_state)
     assert sched.completed(node(sched, "a"), 1, {"late": 1}, node(sched, "b")) is None
-    assert (list(sched.states), list(sched.attempts), sched.ctx, sched.job_state) == before
+    assert (list(sched.states), list(sched.attempts), sched.final_ctx(), sched.job_state) == before
     assert sched.take_transitions() == []
     assert offer(sched, shell, 3) == []
 
@@ -354,7 +355,7 @@ def test_ending_the_job_starts_and_cancels_a_claimed_node_whose_start_was_not_re
     assert most_running(transitions, running=2) <= 2
     recorded = [
         (sched.graph.names[n], old.value, new.value, attempt)
-        for n, old, new, attempt, _payload in transitions
+        for n, old, new, attempt in map(fields, transitions)
     ]
     assert sorted(recorded) == [
         ("a", "running", "cancelled", 1),
@@ -429,7 +430,7 @@ def test_ending_the_job_records_a_taken_node_starting_only_once_a_slot_is_free(
     transitions = sched.take_transitions()
     recorded = [
         (sched.graph.names[n], old.value, new.value, attempt)
-        for n, old, new, attempt, _payload in transitions
+        for n, old, new, attempt in map(fields, transitions)
     ]
     assert ("x", "ready", "running", 1) in recorded
     assert ("x", "running", "cancelled", 1) in recorded
@@ -450,7 +451,7 @@ def test_a_stale_report_carrying_a_claim_before_the_end_is_an_internal_error() -
         set(sched.offered),
         set(sched.claimed),
         sched.running,
-        sched.ctx,
+        sched.final_ctx(),
     )
     with pytest.raises(InternalError, match="stale"):
         sched.completed(node(sched, "a"), 1, {"stale": 1}, node(sched, "c"))
@@ -464,7 +465,7 @@ def test_a_stale_report_carrying_a_claim_before_the_end_is_an_internal_error() -
         set(sched.offered),
         set(sched.claimed),
         sched.running,
-        sched.ctx,
+        sched.final_ctx(),
     )
     assert after == before
     assert sched.take_transitions() == []
@@ -478,11 +479,11 @@ def test_a_stale_report_carrying_a_claim_after_the_end_returns_none_and_changes_
     shell.take()
     sched.end(JobState.TIMED_OUT)
     steps(sched)
-    before = (list(sched.states), list(sched.attempts), sched.ctx, sched.running)
+    before = (list(sched.states), list(sched.attempts), sched.final_ctx(), sched.running)
     assert sched.completed(node(sched, "a"), 1, {"late": 1}, node(sched, "b")) is None
     assert sched.completed(node(sched, "a"), 2, {"late": 1}, node(sched, "c")) is None
     assert sched.completed(node(sched, "c"), 0, {"late": 1}, node(sched, "a")) is None
-    assert (list(sched.states), list(sched.attempts), sched.ctx, sched.running) == before
+    assert (list(sched.states), list(sched.attempts), sched.final_ctx(), sched.running) == before
     assert state_of(sched) == {"a": "cancelled", "b": "cancelled", "c": "skipped"}
     assert sched.take_transitions() == []
     assert sched.final_ctx() == {}

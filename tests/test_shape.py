@@ -104,9 +104,7 @@ def test_a_task_returning_an_exception_instance_is_an_invalid_result_with_that_v
     assert isinstance(result.invalid_result, ValueError)
     assert result.exception is None
     [event] = [
-        e
-        for e in events
-        if isinstance(e, d.TaskEvent) and e.new_state is TaskState.INVALID_RESULT
+        e for e in events if isinstance(e, d.TaskEvent) and e.new_state is TaskState.INVALID_RESULT
     ]
     assert isinstance(event.result, ValueError)
     assert event.exception is None
