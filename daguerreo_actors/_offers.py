@@ -23,7 +23,10 @@ The rules, and who keeps them:
 - The core records the start when it reads the report (READY -> RUNNING in
   the slot the report frees). Before it starts an offered node any other
   way it takes the offer back (``revoke``); if a thread took it first, the
-  node waits in ``Scheduler.claimed`` until the report naming it is read.
+  node waits in ``Scheduler.claimed`` until the report naming it is read,
+  and meanwhile the core starts nothing else: the node is ahead in the
+  queue, and its report is already in the mailbox (taken and enqueued in
+  one step), so the slots left free are refilled as soon as it is read.
 - Ending the job withdraws every offer; a node already taken did start, so
   it goes READY -> RUNNING -> CANCELLED, and its attempt is abandoned (the
   JobActor holds every offered attempt) so its code never runs.

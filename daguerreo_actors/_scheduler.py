@@ -20,7 +20,11 @@ call returns the nodes it moved READY -> RUNNING, which the actor must now
 start, or None when the message was stale (about an attempt that is no
 longer running, e.g. the late result of an attempt that timed out): a stale
 message changes nothing, so late results are never merged. Every freed slot
-is refilled inside the same call, whatever freed it.
+is refilled inside the same call, whatever freed it, with one exception:
+while a node a worker took from the offers has its start unreported
+(``claimed``), nothing else starts, so RUNNING follows queue order exactly;
+the report naming it is already in the actor's mailbox, and reading it
+records that start and refills the slots left free.
 
 Every task transition goes through :meth:`Scheduler._set`, which checks it
 against :data:`TASK_TRANSITIONS`. Transitions are recorded in
@@ -146,7 +150,7 @@ class Scheduler:
         # ``ready``; ``claimed`` holds nodes a worker has taken whose start
         # has not been reported yet.
         self.offered: set[int] = set()
-        self.claimed: set[int] = set()
+        self.claimed: dict[int, None] = {}  # an ordered set: claims in queue order
         self._revoke = revoke
 
     # -- inputs -----------------------------------------------------------
@@ -304,12 +308,12 @@ class Scheduler:
         """Take back an offer; False if a worker took it first (now claimed)."""
         if self._revoke is None or self._revoke(node):
             return True
-        self.claimed.add(node)
+        self.claimed[node] = None
         return False
 
     def _start_claimed(self, node: int) -> None:
         if node in self.claimed:
-            self.claimed.discard(node)
+            del self.claimed[node]
         elif node in self.offered:
             self.offered.discard(node)
             self.ready.remove(node)
@@ -365,12 +369,15 @@ class Scheduler:
         ready = self.ready
         attempts = self.attempts
         offered = self.offered
-        while self.running < self.max_concurrency and ready:
+        # While a taken offer's start is unread, nothing else starts: it is
+        # ahead in the queue, and its report (already in the mailbox, see
+        # _offers.py) records its start, then refills the slots left free.
+        while not self.claimed and self.running < self.max_concurrency and ready:
             node = ready.popleft()
             if node in offered:
                 offered.discard(node)
                 if not self._withdraw(node):
-                    continue  # a worker took it; its start comes with a report
+                    break  # a worker took it; its start comes with a report
             attempts[node] += 1
             self._set(node, _RUNNING)
             self.running += 1
@@ -425,7 +432,7 @@ class Scheduler:
             # whose report is in flight: record its start only after every
             # running attempt was cancelled, so the books never show more
             # than max_concurrency RUNNING.
-            for node in sorted(claimed):
+            for node in claimed:
                 self.attempts[node] += 1
                 self._set(node, _RUNNING)
                 self._set(node, _CANCELLED)
