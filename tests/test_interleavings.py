@@ -140,7 +140,9 @@ class ShellMachine(RuleBasedStateMachine):
             timeout = data.draw(st.sampled_from([None, None, 5.0]))
             retries = data.draw(st.integers(0, 2))
             tasks.append(
-                d.Task(f"t{i}", never, [f"t{j}" for j in deps], timeout=timeout, max_retries=retries)
+                d.Task(
+                    f"t{i}", never, [f"t{j}" for j in deps], timeout=timeout, max_retries=retries
+                )
             )
         self.concurrency = data.draw(st.integers(1, 3), label="max_concurrency")
         job_timeout = data.draw(st.sampled_from([None, 30.0]), label="job timeout")
@@ -222,8 +224,7 @@ class ShellMachine(RuleBasedStateMachine):
             self.actor.tell_here(CancelJob())
 
     @precondition(
-        lambda self: self.built
-        and not (self.pool.queue or self._unfinished() or self.clock.due())
+        lambda self: self.built and not (self.pool.queue or self._unfinished() or self.clock.due())
     )
     @rule()
     def nothing_happens(self) -> None:
