@@ -15,12 +15,11 @@ import importlib.util
 import math
 import numbers
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from daguerreo_actors._clock import REAL_CLOCK
+from daguerreo_actors._clock import REAL_CLOCK, new_job_id
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener, start_listeners
@@ -108,7 +107,7 @@ def run(
         seconds = to_seconds(timeout)
         if not math.isinf(seconds):
             job_deadline = started + seconds
-    job_id = uuid.uuid4().hex
+    job_id = new_job_id()
     log = TransitionLog(job_id, log_values=log_values)
     holder: list[JobActor] = []
     links = start_listeners(listener_list, job_id, lambda reason: holder[0].listener_lost(reason))

@@ -172,12 +172,16 @@ def is_dask_client(executor: object) -> bool:
     )
 
 
+def _threads() -> Tier:
+    from daguerreo_actors._tier_thread import THREADS
+
+    return THREADS
+
+
 def tier_for(executor: object, job_id: str, nodes: int) -> Tier:
     """The tier of a job's ``executor`` (None: the engine's own pool threads)."""
     if executor is None:
-        from daguerreo_actors._tier_thread import THREADS
-
-        return THREADS
+        return _threads()
     if is_dask_client(executor):
         try:
             from daguerreo_actors._tier_dask import DaskTier

@@ -1134,6 +1134,8 @@ def test_a_structlog_processor_that_raises_never_hangs_the_job() -> None:
         logger_factory=structlog.PrintLoggerFactory(io.StringIO()),
     )
     with pytest.warns(RuntimeWarning, match="broken processor"):
-        result = d.run([Task("a", incer), Task("b", incer, ["a"])], ctx={"v": 0}).get(timeout=WAIT)
+        job = d.run([Task("a", incer), Task("b", incer, ["a"])], ctx={"v": 0})
+        result = job.get(timeout=WAIT)
+        assert job.wait_for_listeners(WAIT)
     assert result.ok
     assert result.ctx == {"v": 2}

@@ -177,6 +177,7 @@ def test_from_log_picks_a_job_by_id_prefix_and_all_from_log_finds_every_job(
     second = d.run([Task("b", sleeper(0)), Task("c", sleeper(0))])
     assert first.get(timeout=WAIT).ok
     assert second.get(timeout=WAIT).ok
+    assert second.wait_for_listeners(WAIT)  # the log entries are written
     reports = JobReport.all_from_log(json_log)
     assert {r.job_id for r in reports} == {first.id, second.id}
     assert set(JobReport.from_log(json_log, job_id=first.id[:10]).tasks) == {"a"}
