@@ -16,8 +16,8 @@ a script that ends right after ``job.get()`` keeps its last entries.
 :func:`flush` waits until everything queued so far is written
 (``Job.wait_for_listeners`` uses it).
 
-A processor that raises drops that entry only; the first failure is
-reported once as a RuntimeWarning.
+A processor that raises drops that entry only; the first failure of each
+job is reported as a RuntimeWarning.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class LogWriter:
         self._dropped = 0
         self._urgent = False  # a flush waits: write now
         self._retire = False
-        self._warned = False
+        # Bound loggers (one per job) whose failing entry was reported.
+        self._warned: set[int] = set()
 
     def put(
         self,
@@ -161,17 +162,20 @@ class LogWriter:
                 prepare(fields)
             logger.log(level, event, **fields)
         except BaseException as exc:  # noqa: BLE001 - the application's processors
-            if not self._warned:
-                self._warned = True
-                try:
-                    warnings.warn(
-                        f"daguerreo_actors: logging an entry raised {cut(safe_repr(exc), 200)}; "
-                        "entries that fail are dropped",
-                        RuntimeWarning,
-                        stacklevel=1,
-                    )
-                except BaseException:  # noqa: BLE001 - warnings configured as errors
-                    pass
+            if id(logger) in self._warned:
+                return
+            if len(self._warned) > 1000:
+                self._warned.clear()
+            self._warned.add(id(logger))
+            try:
+                warnings.warn(
+                    f"daguerreo_actors: logging an entry raised {cut(safe_repr(exc), 200)}; "
+                    "entries that fail are dropped",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+            except BaseException:  # noqa: BLE001 - warnings configured as errors
+                pass
 
     def _write_drops(self, dropped: int) -> None:
         import structlog
