@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 import daguerreo_actors as d
-from bench import shapes
+from bench import fixed, shapes
 from bench.engines import ENGINES, KINDS, Runner, functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,7 +219,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from bench.run import configure_typical_logging, read_status
 configure_typical_logging()
 import daguerreo_actors as d
-from bench import shapes
+from bench import fixed, shapes
 from bench.engines import functions
 spec = shapes.build("random", {n})
 fns = functions(spec, "newkey")
@@ -295,7 +295,9 @@ def debug_logging_cost(n: int, reps: int) -> dict[str, dict[str, float]]:
                 configure_typical_logging()
                 gc.collect()
                 started = time.perf_counter()
-                d.run(tasks, max_concurrency=2).get(timeout=600)
+                job = d.run(tasks, max_concurrency=2)
+                job.get(timeout=600)
+                job.wait_for_listeners(600)  # entries are written off the job's path
                 filtered.append(time.perf_counter() - started)
                 with open(log_path, "w") as log_file:
                     structlog.configure(
@@ -310,7 +312,9 @@ def debug_logging_cost(n: int, reps: int) -> dict[str, dict[str, float]]:
                     )
                     gc.collect()
                     started = time.perf_counter()
-                    d.run(tasks, max_concurrency=2).get(timeout=600)
+                    job = d.run(tasks, max_concurrency=2)
+                    job.get(timeout=600)
+                    job.wait_for_listeners(600)  # until every entry is in the file
                     debug.append(time.perf_counter() - started)
             configure_typical_logging()
             out[shape] = {
@@ -354,6 +358,7 @@ def report(
     listeners: dict[str, float] | None,
     debug_cost: dict[str, dict[str, float]] | None,
     elapsed: float,
+    fixed_costs: dict[str, Any] | None = None,
 ) -> tuple[str, list[tuple[str, bool, str]]]:
     lines = [
         "# Benchmarks",
@@ -437,6 +442,12 @@ def report(
                                 f"graphlib x{ratio(base_large, base_small)})",
                             )
                         )
+    if fixed_costs is not None:
+        fixed_lines, fixed_checks = fixed.report_lines(
+            fixed_costs["fixed"], fixed_costs["imports"], fixed_costs["chains"]
+        )
+        lines += fixed_lines
+        checks += fixed_checks
     lines += ["## Scenarios", ""]
     if big is not None:
         per_task = big["engine_rss"] / big["n"]
@@ -608,8 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     validation = validation_time(100_000)
     listeners = listener_cost(10_000, 3)
     debug_cost = debug_logging_cost(10_000, 3)
+    fixed_costs = fixed.run_all()
     elapsed = time.perf_counter() - started
-    text, checks = report(results, ns, big, validation, listeners, debug_cost, elapsed)
+    text, checks = report(results, ns, big, validation, listeners, debug_cost, elapsed, fixed_costs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     if not args.quick and args.out == ROOT / "docs" / "benchmarks.md":
