@@ -67,3 +67,17 @@ class SlowToPickle:
         time.sleep(self.seconds)
         self.pickled_at = time.monotonic()
         return (SlowToPickle, (self.seconds,))
+
+
+_kept: list[Callable[[], bool]] = []
+
+
+def keeps_is_active(_ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+    """Keeps the attempt's ``is_active`` in the worker, for a later call."""
+    _kept.append(is_active)
+    return {"kept": is_active()}
+
+
+def call_kept_is_active() -> bool:
+    """In the same worker, after the task returned: what ``is_active()`` says now."""
+    return _kept[-1]()
