@@ -69,7 +69,7 @@ class CommitSide(MailboxActor):
                     merged = base.update(output)  # a key's __hash__/__eq__: user code
                 except BaseException as exc:  # noqa: BLE001 - charged to this task
                     return self.commit_invalid(
-                        attempt, output, _merge_error(output, exc), here=here
+                        attempt, output, _merge_error(attempt.task, output, exc), here=here
                     )
             with self._lock:
                 if self._ctx is not base and attempt.fate == ACTIVE:
@@ -132,10 +132,10 @@ class CommitSide(MailboxActor):
         return taken[0] if taken is not None else kept
 
 
-def _merge_error(output: Mapping[Any, Any], exc: BaseException) -> str:
+def _merge_error(task: str, output: Mapping[Any, Any], exc: BaseException) -> str:
     types = sorted({type(key).__name__ for key in output if type(key) is not str})
     keys = f"a key of type {', '.join(types)}" if types else "a key"
     return (
-        f"its result could not be merged into the ctx: {keys} raised "
+        f"task {task!r}: its result could not be merged into the ctx: {keys} raised "
         f"{type(exc).__name__}: {short_message(exc)}"
     )

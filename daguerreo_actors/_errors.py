@@ -76,3 +76,24 @@ class NotPicklableError(TypeError):
 
     The message names the task and the offending ctx or result key.
     """
+
+
+def invalid_result_message(task: str, value: object, *, with_value: bool = False) -> str:
+    """What a person reads when a task returned something that is not a mapping.
+
+    ``with_value`` adds a cut repr of the value (a result, so only where the
+    user asked for values: ``log_values=True``, their own terminal).
+    """
+    if value is None:
+        return (
+            f"task {task!r} returned None; a task must return a mapping (return {{}} for no output)"
+        )
+    text = (
+        f"task {task!r} returned a {type(value).__name__}, not a mapping; "
+        "a task must return a mapping"
+    )
+    if with_value:
+        from daguerreo_actors._text import cut, safe_repr
+
+        text += f": {cut(safe_repr(value), 200)}"
+    return text

@@ -106,9 +106,10 @@ def is_task_entry(entry: dict[str, Any]) -> bool:
 
 
 def entry_error(entry: dict[str, Any]) -> str | None:
-    """``"Type: message"`` of a failure entry, or None."""
+    """``"Type: message"`` of a failure entry, the message of a bad result, or None."""
     if not entry.get(ERROR_TYPE):
-        return None
+        error = entry.get(ERROR)
+        return error if isinstance(error, str) and error else None
     return f"{entry[ERROR_TYPE]}: {entry.get(ERROR, '')}"
 
 

@@ -101,7 +101,8 @@ class TransitionLog:
     ``duration`` (seconds); UNSCHEDULED -> READY the task's ``dependencies``
     (what ``daguerreo-actors summary`` needs for the critical path);
     COMPLETED the ``result_keys``; failures ``error_type`` and ``error``;
-    FAILED also ``traceback``; INVALID_RESULT ``result_type``.
+    FAILED also ``traceback``; INVALID_RESULT ``result_type`` and, as
+    ``error``, what was wrong with it (no value without ``log_values``).
     """
 
     __slots__ = (
@@ -171,6 +172,7 @@ class TransitionLog:
         *,
         result: Any = None,
         exception: BaseException | None = None,
+        detail: str | None = None,
         duration: float | None = None,
         dependencies: list[str] | None = None,
     ) -> None:
@@ -194,6 +196,8 @@ class TransitionLog:
             prepare = _ResultFields(result, self.log_values)
         elif new is TaskState.INVALID_RESULT:
             fields["result_type"] = type(result).__name__
+            if detail is not None:
+                fields["error"] = detail
             if self.log_values:
                 prepare = _ValueFields(result)
         self.emit(level, "task_transition", fields, prepare)

@@ -90,6 +90,7 @@ class Outbox:
                     ts,
                     result=t.result,
                     exception=t.exception,
+                    detail=t.detail,
                     duration=mono - started_at[node] if old is _RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import ACTIVE, Attempt
+from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._pool import Runnable, shared_pool
 from daguerreo_actors._task import TaskFn
 from daguerreo_actors._tiers import Tier
@@ -101,7 +102,8 @@ class TaskActor:
             if type(value) is dict or isinstance(value, Mapping):
                 output = dict(value)
             else:
-                return self._job.commit_invalid(attempt, value, None, here=here)
+                reason = invalid_result_message(self.name, value)
+                return self._job.commit_invalid(attempt, value, reason, here=here)
         except BaseException as exc:  # noqa: BLE001 - a mapping whose copy raises
             return self._job.commit_raised(attempt, exc, here=here)
         return self._job.commit_returned(attempt, output, here=here)
