@@ -9,13 +9,14 @@ from daguerreo_actors._errors import (
     InternalError,
     InvalidTasksError,
     NotPicklableError,
+    RemoteTaskError,
     TaskError,
 )
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._job import Job, cancel
 from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
-from daguerreo_actors._result import JobResult
+from daguerreo_actors._result import JobResult, KeyConflict
 from daguerreo_actors._run import run
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
@@ -31,8 +32,10 @@ __all__ = [
     "JobReport",
     "JobResult",
     "JobState",
+    "KeyConflict",
     "NotPicklableError",
     "ProgressListener",
+    "RemoteTaskError",
     "Task",
     "TaskError",
     "TaskEvent",

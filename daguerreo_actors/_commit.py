@@ -7,14 +7,15 @@ mailbox in one step under the actor's lock, so an attempt abandoned first
 (a timeout, the job's end) is never reported as done, and its result never
 merged.
 
-A result is merged here, into the job's ctx snapshot (a HAMT,
-``immutables.Map``: the snapshot handed to a starting task is O(1), a merge
-O(k log n), never a copy of the whole ctx). The merge calls the keys'
-``__hash__`` and ``__eq__``, user code, so it runs on the task's thread,
-before the lock is taken: optimistically against the snapshot of the
-moment, and again if another result was merged meanwhile. Whatever a key
-raises makes that task's result INVALID_RESULT; nothing is half-merged (a
-HAMT update builds a new map or nothing).
+A result is merged here, into the job's ctx book (``_ctx.py``: the ctx
+snapshot and who wrote each key). The merge calls the keys' ``__hash__``
+and ``__eq__``, user code, so it runs on the task's thread, before the lock
+is taken: optimistically against the book of the moment, and again if
+another result was merged meanwhile. Whatever a key raises makes that
+task's result INVALID_RESULT; nothing is half-merged (a HAMT update builds
+a new map or nothing). A key another independent task wrote too is a
+conflict: reported with the result, or (``on_conflict="error"``) an
+INVALID_RESULT naming the key and the other task.
 
 The reporting thread then drains the mailbox itself if nobody is draining
 it, and, if it is a pool thread that ran the code (``here``), takes the
@@ -33,12 +34,12 @@ from daguerreo_actors._mailbox import MailboxActor
 from daguerreo_actors._messages import InternalFailure, Invalid, Raised, Succeeded
 from daguerreo_actors._pool import Runnable, shared_pool
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
-from daguerreo_actors._text import short_message
+from daguerreo_actors._text import cut, safe_repr, short_message
 
 if TYPE_CHECKING:
-    import immutables
-
     from daguerreo_actors._clock import Clock
+    from daguerreo_actors._ctx import CtxBook
+    from daguerreo_actors._graph import Graph
     from daguerreo_actors._offers import Offers
     from daguerreo_actors._outbox import Outbox
 
@@ -46,11 +47,13 @@ if TYPE_CHECKING:
 class CommitSide(MailboxActor):
     """The commit methods of the JobActor (see the module docstring)."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_book",)
 
-    # The ctx snapshot, swapped (never changed) under the lock; the rest is
-    # the JobActor's.
-    _ctx: immutables.Map[Any, Any]
+    # The ctx snapshot and its writers, swapped (never changed) under the
+    # lock; the rest is the JobActor's.
+    _book: CtxBook
+    _graph: Graph
+    _on_conflict: str
     _offers: Offers | None
     _clock: Clock
     _outbox: Outbox
@@ -62,31 +65,33 @@ class CommitSide(MailboxActor):
         offers = self._offers if here else None
         taken: tuple[TaskActor, Attempt] | None = None
         while True:
-            base = self._ctx
-            merged = base
-            if output:
-                try:
-                    merged = base.update(output)  # a key's __hash__/__eq__: user code
-                except BaseException as exc:  # noqa: BLE001 - charged to this task
-                    return self.commit_invalid(
-                        attempt, output, _merge_error(attempt.task, output, exc), here=here
-                    )
+            base = self._book
+            try:
+                book, conflicts = base.merged(output, attempt.node, self._graph)  # user code
+            except BaseException as exc:  # noqa: BLE001 - charged to this task
+                reason = _merge_error(attempt.task, output, exc)
+                return self.commit_invalid(attempt, output, reason, here=here)
+            if conflicts and self._on_conflict == "error":
+                reason = self._conflict_error(attempt.task, conflicts[0])
+                return self.commit_invalid(attempt, output, reason, here=here)
             with self._lock:
-                if self._ctx is not base and attempt.fate == ACTIVE:
+                if self._book is not base and attempt.fate == ACTIVE:
                     continue  # another result was merged meanwhile: merge again
                 if not attempt.finish_locked():
                     break
-                self._ctx = merged
+                self._book = book
                 if offers is not None:
                     taken = offers.take_locked()
                 if taken is not None:
                     taken[1].started_at = self._clock.monotonic()
                 drain = self.enqueue_locked(
-                    Succeeded(attempt, output, None if taken is None else taken[1])
+                    Succeeded(
+                        attempt, output, None if taken is None else taken[1], tuple(conflicts)
+                    )
                 )
             if taken is not None:
                 actor, taken_attempt = taken
-                actor.accept(RunAttempt(taken_attempt, merged))
+                actor.accept(RunAttempt(taken_attempt, book.snapshot))
             return self._after_commit(drain, here and taken is None, taken)
         self._outbox.log.late_result(attempt.task, attempt.number)
         return None
@@ -104,6 +109,14 @@ class CommitSide(MailboxActor):
         # cancelled it (a coroutine that cancelled itself): a failure.
         error = RuntimeError(f"task {attempt.task!r}: its attempt was cancelled before it finished")
         self._commit(attempt, Raised(attempt, error), False)
+
+    def _conflict_error(self, task: str, conflict: tuple[Any, int]) -> str:
+        key, other = conflict
+        return (
+            f"task {task!r}: its result writes the key {cut(safe_repr(key), 100)}, which "
+            f"task {self._graph.names[other]!r} wrote too, and neither depends on the "
+            "other (on_conflict='error')"
+        )
 
     def internal_failure(self, where: str, exc: BaseException) -> None:
         """A bug of ours outside the JobActor (a TaskActor): fail the job clearly."""

@@ -78,6 +78,28 @@ class NotPicklableError(TypeError):
     """
 
 
+class RemoteTaskError(Exception):
+    """What a task raised in another process (or on a Dask worker) that could not be pickled.
+
+    ``type_name`` is the original exception's qualified type name (say
+    ``urllib.error.HTTPError``), ``message`` its message, ``remote_traceback``
+    the traceback as formatted where it was raised. Exceptions that can be
+    pickled come back as themselves; this one always can.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+    def __reduce__(self) -> tuple[type[RemoteTaskError], tuple[str, str, str]]:
+        return (type(self), (self.type_name, self.message, self.remote_traceback))
+
+
 def invalid_result_message(task: str, value: object, *, with_value: bool = False) -> str:
     """What a person reads when a task returned something that is not a mapping.
 

@@ -32,10 +32,9 @@ from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import immutables
-
 from daguerreo_actors._attempt import Attempt
 from daguerreo_actors._commit import CommitSide
+from daguerreo_actors._ctx import CtxBook
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
 from daguerreo_actors._messages import (
@@ -51,7 +50,7 @@ from daguerreo_actors._messages import (
 )
 from daguerreo_actors._offers import OFFERS_PER_SLOT, Offers
 from daguerreo_actors._outbox import Outbox
-from daguerreo_actors._result import Failure, JobResult
+from daguerreo_actors._result import Failure, JobResult, KeyConflict
 from daguerreo_actors._scheduler import Scheduler, retry_allowed
 from daguerreo_actors._states import JobState
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
@@ -74,6 +73,7 @@ class JobActor(CommitSide):
         "_attempts",
         "_claimed_at",
         "_clock",
+        "_conflicts",
         "_core",
         "_graph",
         "_handlers",
@@ -83,6 +83,7 @@ class JobActor(CommitSide):
         "_names",
         "_offered",
         "_offers",
+        "_on_conflict",
         "_outbox",
         "_resolved",
         "_started_at",
@@ -109,6 +110,7 @@ class JobActor(CommitSide):
         max_retries: int,
         max_concurrency: int,
         executor: object,
+        on_conflict: str = "warn",
     ) -> None:
         super().__init__()
         self.job = Job(job_id, self, links)
@@ -136,8 +138,9 @@ class JobActor(CommitSide):
             decide_end=self.job._claim_end,
             revoke=self._revoke,
         )
-        # The ctx snapshot: swapped (never changed) under the lock.
-        self._ctx: immutables.Map[Any, Any] = immutables.Map(ctx)
+        self._on_conflict = on_conflict
+        self._conflicts: list[KeyConflict] = []
+        self._book = CtxBook.initial(ctx, track_writers=on_conflict != "ignore")
         tier = tier_for(executor, job_id, len(tasks))
         # A coroutine function always runs on the engine's event loop.
         self._tiers: tuple[Tier, ...] = tuple(
@@ -198,6 +201,8 @@ class JobActor(CommitSide):
             return
         self._attempts.pop(node, None)
         self._actors.pop(node, None)
+        if message.conflicts:
+            self._record_conflicts(attempt.task, message.conflicts)
         if taken is not None:
             claimed = taken.node
             actor, offered = self._offered.pop(claimed)
@@ -210,6 +215,12 @@ class JobActor(CommitSide):
                 self._claimed_at[claimed] = taken.started_at
             self._arm(taken)
         self._carry_out(started)
+
+    def _record_conflicts(self, task: str, conflicts: tuple[tuple[Any, int], ...]) -> None:
+        for key, earlier in conflicts:
+            conflict = KeyConflict(key, self._names[earlier], task)
+            self._conflicts.append(conflict)
+            self._outbox.log.key_conflict(conflict)
 
     def _on_raised(self, message: Raised) -> None:
         attempt = message.attempt
@@ -290,7 +301,7 @@ class JobActor(CommitSide):
     def _start(self, nodes: list[int]) -> None:
         core = self._core
         now = self._clock.monotonic()
-        ctx = self._ctx
+        ctx = self._book.snapshot
         offered = self._offered
         for node in nodes:
             taken_back = offered.pop(node, None)
@@ -392,6 +403,7 @@ class JobActor(CommitSide):
             failure_reason=failure.reason,
             exception=failure.exception,
             invalid_result=failure.invalid_result,
+            conflicts=tuple(self._conflicts),
         )
 
     def _bare_result(self, error: InternalError) -> JobResult:

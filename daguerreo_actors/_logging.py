@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from daguerreo_actors._logwriter import writer
+from daguerreo_actors._result import KeyConflict
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._text import cut, safe_repr, safe_str
 
@@ -229,6 +230,15 @@ class TransitionLog:
                 },
             )
 
+    def key_conflict(self, conflict: KeyConflict) -> None:
+        if self.warning_enabled:
+            self.emit(
+                logging.WARNING,
+                "ctx_key_conflict",
+                {"first_task": conflict.first_task, "second_task": conflict.second_task},
+                _KeyField(conflict.key),
+            )
+
     def internal_error(self, where: str, exc: BaseException) -> None:
         self.emit(logging.ERROR, "internal_error", {"where": where}, _ExceptionFields(exc, True))
 
@@ -242,6 +252,16 @@ class _ExceptionFields:
 
     def __call__(self, fields: dict[str, Any]) -> None:
         fields.update(error_fields(self._exc, with_traceback=self._traceback))
+
+
+class _KeyField:
+    __slots__ = ("_key",)
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        fields["key"] = cut(safe_repr(self._key), 100)
 
 
 class _ResultFields:

@@ -39,6 +39,8 @@ class Succeeded:
     output: Mapping[Any, Any]
     #: The offered attempt the reporting thread took and started, if any.
     taken: Attempt | None = None
+    #: (key, node of the earlier writer) of each key an independent task wrote too.
+    conflicts: tuple[tuple[Any, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

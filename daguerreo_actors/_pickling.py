@@ -11,9 +11,45 @@ import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from daguerreo_actors._errors import NotPicklableError
+from daguerreo_actors._errors import NotPicklableError, RemoteTaskError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: Characters of a remote exception's message and traceback kept.
+REMOTE_LIMIT = 20_000
+
+
+def call_remotely(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` where the code runs; an exception that cannot be pickled comes back
+    as a :class:`RemoteTaskError` (its type, message and traceback as text), so the
+    original's information survives the trip and the pool stays healthy."""
+    try:
+        return fn(*args)
+    except BaseException as exc:
+        try:
+            pickle.loads(pickle.dumps(exc, protocol=PROTOCOL))
+        except BaseException:  # noqa: BLE001 - anything at all: we replace it
+            raise remote_error(exc) from None
+        raise
+
+
+def remote_error(exc: BaseException) -> RemoteTaskError:
+    """A picklable stand-in for ``exc``: qualified type name, message, traceback text."""
+    import traceback
+
+    from daguerreo_actors._text import cut, safe_str
+
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    try:
+        text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+    except BaseException:  # noqa: BLE001 - a __str__ that raises
+        text = ""
+    return RemoteTaskError(name, cut(safe_str(exc), REMOTE_LIMIT), cut(text, REMOTE_LIMIT))
 
 
 def pickle_call(task: str, fn: Callable[..., Any], ctx: Mapping[Any, Any]) -> bytes:

@@ -33,6 +33,20 @@ class Failure:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class KeyConflict:
+    """Two completed tasks, neither depending on the other, wrote the same ctx key.
+
+    ``first_task`` wrote it first; ``second_task``'s value is the one in the
+    ctx (with ``on_conflict="warn"``). Which task comes second depended on
+    thread timing: make one depend on the other, or use different keys.
+    """
+
+    key: Any
+    first_task: str
+    second_task: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobResult:
     """The outcome of a job.
 
@@ -42,6 +56,7 @@ class JobResult:
     ``failure_reason`` says how (EXCEPTION, TIMED_OUT or INVALID_RESULT),
     ``exception`` is the very exception its last attempt raised (None if
     that attempt timed out), ``invalid_result`` the non-mapping it returned.
+    ``conflicts`` lists every :class:`KeyConflict`, in the order found.
     """
 
     state: JobState
@@ -52,6 +67,7 @@ class JobResult:
     failure_reason: TaskState | None = None
     exception: BaseException | None = None
     invalid_result: Any = None
+    conflicts: tuple[KeyConflict, ...] = ()
 
     @property
     def ok(self) -> bool:

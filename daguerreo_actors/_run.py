@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from daguerreo_actors._clock import REAL_CLOCK, new_job_id
+from daguerreo_actors._ctx import ON_CONFLICT
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener, start_listeners
@@ -42,6 +43,7 @@ def run(
     executor: Executor | DaskClient | None = None,
     listeners: Iterable[Listener] = (),
     log_values: bool = False,
+    on_conflict: str = "warn",
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -55,7 +57,11 @@ def run(
     engine's event loop); ``listeners`` callables taking one event,
     or pykka ActorRefs that events are told to; ``log_values`` puts result
     values in the structured log entries (by default only their keys: values
-    may hold secrets).
+    may hold secrets); ``on_conflict`` says what a ctx key written by two
+    tasks neither of which depends on the other does: ``"warn"`` (the
+    default: logged as ``ctx_key_conflict`` and listed in
+    ``JobResult.conflicts``, the later value kept), ``"error"`` (the second
+    writer's result is INVALID_RESULT) or ``"ignore"``.
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
@@ -85,6 +91,10 @@ def run(
                 "running on a dask cluster needs the dask extra: "
                 "pip install 'daguerreo-actors[dask]'"
             )
+    if not isinstance(on_conflict, str):
+        raise TypeError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
     if not isinstance(log_values, bool):
         raise TypeError(f"log_values must be a bool, got {type(log_values).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
@@ -125,6 +135,7 @@ def run(
             max_retries=max_retries,
             max_concurrency=max_concurrency,
             executor=executor,
+            on_conflict=on_conflict,
         )
     except BaseException:
         for link in links:

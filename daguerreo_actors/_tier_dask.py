@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import distributed
 
 from daguerreo_actors._attempt import Attempt
-from daguerreo_actors._pickling import pickle_result
+from daguerreo_actors._pickling import call_remotely, pickle_result
 from daguerreo_actors._pool import shared_pool
 from daguerreo_actors._tiers import NOT_RUN, FutureHandle, Reporter, follow_future
 
@@ -133,6 +133,6 @@ def run_on_worker(
 
     if not is_active():
         return NOT_RUN
-    result = fn(ctx, is_active)
+    result = call_remotely(fn, ctx, is_active)
     pickle_result(task, result)  # a clear error naming the key, not a bare PicklingError
     return result

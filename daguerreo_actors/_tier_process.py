@@ -25,7 +25,7 @@ from multiprocessing import resource_tracker, shared_memory
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
-from daguerreo_actors._pickling import pickle_call, pickle_result
+from daguerreo_actors._pickling import call_remotely, pickle_call, pickle_result
 from daguerreo_actors._tiers import NOT_RUN, FutureHandle, Reporter, follow_future
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def run_in_process(payload: bytes, memory_name: str, node: int, attempt: int, ta
         if not flag():
             return pickle.dumps(NOT_RUN)
         fn, ctx = pickle.loads(payload)
-        result = fn(ctx, flag)
+        result = call_remotely(fn, ctx, flag)
         return pickle_result(task, result)
     finally:
         flag.release()

@@ -236,6 +236,8 @@ def test_values_json_cannot_hold_are_logged_as_their_repr(tmp_path: Path) -> Non
 # -- logging never breaks a job -------------------------------------------------------
 
 
+# The writer reports the failing processor once, as this test means it to.
+@pytest.mark.filterwarnings("ignore:daguerreo_actors. logging an entry raised:RuntimeWarning")
 def test_logging_that_raises_outside_the_job_actor_breaks_nothing() -> None:
     def explode(_logger: Any, _name: str, entry: dict[str, Any]) -> dict[str, Any]:
         if entry["event"] in ("late_result_discarded", "listener_failed"):
