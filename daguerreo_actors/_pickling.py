@@ -22,15 +22,28 @@ REMOTE_LIMIT = 20_000
 def call_remotely(fn: Callable[..., Any], *args: Any) -> Any:
     """Call ``fn`` where the code runs; an exception that cannot be pickled comes back
     as a :class:`RemoteTaskError` (its type, message and traceback as text), so the
-    original's information survives the trip and the pool stays healthy."""
+    original's information survives the trip and the pool stays healthy.
+
+    The check pickles what the executor will: with ``tblib`` installed (distributed
+    installs it) that includes the exception's ``__context__`` and ``__cause__``,
+    whose failure to pickle killed the worker process (``BrokenProcessPool``).
+    """
     try:
         return fn(*args)
-    except BaseException as exc:
-        try:
-            pickle.loads(pickle.dumps(exc, protocol=PROTOCOL))
-        except BaseException:  # noqa: BLE001 - anything at all: we replace it
-            raise remote_error(exc) from None
-        raise
+    except BaseException as exc:  # noqa: BLE001 - judged below, outside the handler
+        failure = exc
+    from multiprocessing.reduction import ForkingPickler
+
+    try:
+        pickle.loads(ForkingPickler.dumps(failure, PROTOCOL))
+    except BaseException:  # noqa: BLE001 - anything at all: we replace it
+        error = remote_error(failure)
+    else:
+        raise failure
+    # Raised outside any handler, with no chain: nothing unpicklable rides along.
+    del failure
+    error.__cause__ = error.__context__ = None
+    raise error
 
 
 def remote_error(exc: BaseException) -> RemoteTaskError:

@@ -11,13 +11,18 @@ import dataclasses
 import decimal
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Never, cast
 
 from daguerreo_actors._errors import InvalidTasksError, TaskError
+from daguerreo_actors._text import did_you_mean
 
-#: A task function: ``fn(ctx, is_active) -> Mapping``.
-TaskFn = Callable[[Mapping[Any, Any], Callable[[], bool]], Mapping[Any, Any]]
+#: A task function: ``fn(ctx, is_active) -> Mapping``, or an ``async def``
+#: one (its coroutine runs on the engine's event loop).
+TaskFn = Callable[
+    [Mapping[Any, Any], Callable[[], bool]],
+    Mapping[Any, Any] | Awaitable[Mapping[Any, Any]],
+]
 
 #: The keys a task mapping may have, in the order of Task's fields.
 TASK_KEYS: tuple[str, ...] = (
@@ -61,7 +66,10 @@ class Task:
         timeout: float | None = None,
         max_retries: int | None = None,
         continue_on_failure: bool = False,
+        **unknown: Never,
     ) -> None:
+        if unknown:
+            raise _unknown_fields(unknown)
         deps, errors = _check(name, fn, dependencies, timeout, max_retries, continue_on_failure)
         if errors:
             raise InvalidTasksError(errors)
@@ -72,6 +80,14 @@ class Task:
         set_field(self, "timeout", None if timeout is None else to_seconds(timeout))
         set_field(self, "max_retries", max_retries)
         set_field(self, "continue_on_failure", continue_on_failure)
+
+
+def _unknown_fields(unknown: Mapping[str, object]) -> TypeError:
+    names = "; ".join(f"{key!r}{did_you_mean(key, TASK_KEYS)}" for key in unknown)
+    return TypeError(
+        f"Task() got unknown field{'s' if len(unknown) > 1 else ''} {names}; "
+        f"its fields are: {', '.join(TASK_KEYS)}"
+    )
 
 
 def field_errors(fields: Mapping[str, Any]) -> list[TaskError]:

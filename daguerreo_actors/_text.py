@@ -9,6 +9,7 @@ place that prints such text goes through :func:`escape_controls`.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 
 #: Unicode categories never printed raw: controls, format characters (which
 #: cover the bidi overrides), surrogates, line and paragraph separators.
@@ -77,3 +78,13 @@ def cut(text: str, limit: int) -> str:
 def short_message(exc: BaseException, limit: int = 500) -> str:
     """An exception's message, safely and cut (it runs the exception's ``__str__``)."""
     return cut(safe_str(exc), limit)
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    import difflib
+
+    guess = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""

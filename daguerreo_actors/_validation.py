@@ -8,7 +8,6 @@ order, before anything is raised.
 
 from __future__ import annotations
 
-import difflib
 import gc
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from daguerreo_actors._errors import InvalidTasksError, TaskError
 from daguerreo_actors._graph import Graph, build_adjacency, find_cycles
 from daguerreo_actors._task import TASK_KEYS, Task, field_errors
+from daguerreo_actors._text import did_you_mean
 
 
 def validate_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...]:
@@ -151,12 +151,7 @@ def _from_mapping(position: int, item: Mapping[Any, Any], errors: list[TaskError
     for key in item:
         if key in TASK_KEYS:
             continue
-        guess = (
-            difflib.get_close_matches(key, TASK_KEYS, n=1, cutoff=0.6)
-            if isinstance(key, str)
-            else []
-        )
-        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+        hint = did_you_mean(key, TASK_KEYS)
         known = ", ".join(TASK_KEYS)
         problems.append(
             TaskError(

@@ -120,3 +120,17 @@ def test_a_client_without_the_dask_extra_gets_an_error_naming_it(
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"daguerreo-actors\[dask\]"):
         d.run([Task("a", tier_tasks.inc)], executor=Client())  # type: ignore[arg-type]
+
+
+def test_an_exception_that_cannot_be_pickled_comes_back_from_a_worker_as_a_remote_task_error(
+    client: Any,
+) -> None:
+    result = d.run(
+        [Task("fetch", tier_tasks.raises_unpicklable, max_retries=0)], executor=client
+    ).get(timeout=WAIT)
+    assert result.state is JobState.FAILED
+    assert isinstance(result.exception, d.RemoteTaskError)
+    assert result.exception.type_name == "tier_tasks.HoldsALock"
+    assert "503 Service Unavailable" in result.exception.message
+    assert "raises_unpicklable" in result.exception.remote_traceback
+    assert d.run([Task("a", tier_tasks.inc)], ctx={"v": 0}, executor=client).get(timeout=WAIT).ok

@@ -20,7 +20,6 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import pykka
-import pytest
 import structlog
 import tier_tasks
 from helpers import WAIT
@@ -128,7 +127,7 @@ class InlineExecutor(ThreadPoolExecutor):
         future: Future[Any] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             future.set_exception(exc)
         return future
 

@@ -81,3 +81,36 @@ def keeps_is_active(_ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> d
 def call_kept_is_active() -> bool:
     """In the same worker, after the task returned: what ``is_active()`` says now."""
     return _kept[-1]()
+
+
+class HoldsALock(Exception):  # noqa: N818 - like an HTTPError holding its socket
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, threading.Lock())
+
+
+class NeedsTwoArguments(Exception):  # noqa: N818
+    """Pickles, but cannot be unpickled (its __init__ wants two arguments)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+
+
+def raises_unpicklable(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    raise HoldsALock("503 Service Unavailable")
+
+
+def raises_unloadable(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    raise NeedsTwoArguments(503, "warming up")
+
+
+def raises_value_error(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    raise ValueError("plain and picklable")
+
+
+def raise_remote() -> None:
+    from daguerreo_actors._errors import RemoteTaskError
+
+    raise RemoteTaskError("a", "b", "c")
