@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from daguerreo_actors._attempt import ACTIVE, Attempt
+from daguerreo_actors._attempt import ABANDONED, ACTIVE, Attempt
 from daguerreo_actors._mailbox import MailboxActor
-from daguerreo_actors._messages import InternalFailure, Invalid, Raised, Succeeded
+from daguerreo_actors._messages import CodeReturned, InternalFailure, Invalid, Raised, Succeeded
 from daguerreo_actors._pool import Runnable, shared_pool
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
 from daguerreo_actors._text import cut, safe_repr, short_message
@@ -93,11 +93,13 @@ class CommitSide(MailboxActor):
                 actor, taken_attempt = taken
                 actor.accept(RunAttempt(taken_attempt, book.snapshot))
             return self._after_commit(drain, here and taken is None, taken)
-        self._outbox.log.late_result(attempt.task, attempt.number)
+        self._late(attempt)
         return None
 
-    def commit_raised(self, attempt: Attempt, exc: BaseException, *, here: bool) -> Runnable | None:
-        return self._commit(attempt, Raised(attempt, exc), here)
+    def commit_raised(
+        self, attempt: Attempt, exc: BaseException, *, here: bool, retryable: bool = True
+    ) -> Runnable | None:
+        return self._commit(attempt, Raised(attempt, exc, retryable), here)
 
     def commit_invalid(
         self, attempt: Attempt, value: Any, reason: str | None, *, here: bool
@@ -129,9 +131,16 @@ class CommitSide(MailboxActor):
             else:
                 drain = self.enqueue_locked(message)
         if drain is None:
-            self._outbox.log.late_result(attempt.task, attempt.number)
+            self._late(attempt)
             return None
         return self._after_commit(drain, here, None)
+
+    def _late(self, attempt: Attempt) -> None:
+        """The code of an attempt that was no longer wanted is done: logged, never merged."""
+        self._outbox.log.late_result(attempt.task, attempt.number)
+        if attempt.fate == ABANDONED:
+            # What it held (resources) is free now.
+            self.tell(CodeReturned(attempt))
 
     def _after_commit(
         self, drain: bool, keep: bool, taken: tuple[TaskActor, Attempt] | None

@@ -17,7 +17,6 @@ ERROR_CODES: frozenset[str] = frozenset(
         "invalid-field",
         "duplicate-name",
         "missing-dependencies",
-        "continue-on-failure-with-dependents",
         "dependency-cycle",
     }
 )

@@ -21,7 +21,9 @@ class TaskEvent:
     ``attempt`` counts the attempts started so far, including the one a
     RUNNING event starts. ``result`` holds the task's output on COMPLETED and
     the offending value on INVALID_RESULT; ``exception`` the exception on
-    EXCEPTION (and on FAILED after an exception).
+    EXCEPTION (and on FAILED after an exception); ``retry_in``, on EXCEPTION
+    and TIMED_OUT, the seconds until the retry (0 for at once; None when
+    FAILED follows).
     """
 
     job_id: str
@@ -32,6 +34,8 @@ class TaskEvent:
     timestamp: float
     result: Any = None
     exception: BaseException | None = None
+    #: Into EXCEPTION or TIMED_OUT: seconds until the retry; None when none follows.
+    retry_in: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -140,3 +140,16 @@ def _cycle_in(component: list[int], edges: Sequence[Sequence[int]]) -> list[int]
                     following.append(nxt)
         frontier = following
     raise AssertionError("a strongly connected component always has a cycle")
+
+
+def topological_order(graph: Graph) -> list[int]:
+    """The nodes of a validated DAG, each after all its dependencies (Kahn)."""
+    waiting = [len(deps) for deps in graph.dependencies]
+    order = [node for node in range(len(waiting)) if waiting[node] == 0]
+    dependents = graph.dependents
+    for node in order:  # grows while iterating
+        for dependent in dependents[node]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                order.append(dependent)
+    return order

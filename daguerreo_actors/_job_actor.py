@@ -29,43 +29,44 @@ of its own ends the job FAILED with an :class:`InternalError`, never a hang.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
-from daguerreo_actors._commit import CommitSide
 from daguerreo_actors._ctx import CtxBook
+from daguerreo_actors._ending import Ending
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
 from daguerreo_actors._messages import (
     ActorLost,
     CancelJob,
+    CodeReturned,
     DeadlinePassed,
     InternalFailure,
     Invalid,
     JobDeadlinePassed,
     Raised,
+    RetryDue,
     Start,
     Succeeded,
 )
 from daguerreo_actors._offers import OFFERS_PER_SLOT, Offers
+from daguerreo_actors._options import JobOptions
 from daguerreo_actors._outbox import Outbox
-from daguerreo_actors._result import Failure, JobResult, KeyConflict
+from daguerreo_actors._result import KeyConflict
+from daguerreo_actors._retry import delays
 from daguerreo_actors._scheduler import Scheduler, retry_allowed
 from daguerreo_actors._states import JobState
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
-from daguerreo_actors._text import short_message
 from daguerreo_actors._tiers import Tier, is_async, tier_for
 
 if TYPE_CHECKING:
-    from daguerreo_actors._clock import Clock
     from daguerreo_actors._graph import Graph
     from daguerreo_actors._listeners import ListenerLink
     from daguerreo_actors._logging import TransitionLog
     from daguerreo_actors._task import Task
 
 
-class JobActor(CommitSide):
+class JobActor(Ending):
     """Runs one job; see the module docstring."""
 
     __slots__ = (
@@ -75,6 +76,7 @@ class JobActor(CommitSide):
         "_clock",
         "_conflicts",
         "_core",
+        "_delay",
         "_graph",
         "_handlers",
         "_has_timeouts",
@@ -85,7 +87,7 @@ class JobActor(CommitSide):
         "_offers",
         "_on_conflict",
         "_outbox",
-        "_resolved",
+        "_retries",
         "_started_at",
         "_tasks",
         "_tiers",
@@ -102,26 +104,20 @@ class JobActor(CommitSide):
         graph: Graph,
         *,
         ctx: dict[Any, Any],
-        clock: Clock,
-        job_deadline: float | None,
-        run_started: float,
+        options: JobOptions,
         log: TransitionLog,
         links: Sequence[ListenerLink],
-        max_retries: int,
-        max_concurrency: int,
-        executor: object,
-        on_conflict: str = "warn",
     ) -> None:
         super().__init__()
         self.job = Job(job_id, self, links)
         self._tasks = tasks
         self._graph = graph
         self._names = graph.names
-        self._clock = clock
-        self._job_deadline = job_deadline
-        self._max_retries = tuple(
-            max_retries if t.max_retries is None else t.max_retries for t in tasks
-        )
+        clock = self._clock = options.clock
+        self._job_deadline = options.job_deadline
+        self._retries = options.retries
+        self._max_retries = tuple(r.max_retries for r in options.retries)
+        self._delay = delays(options.retries, graph.names, options.seed)
         # inf means "no timeout"; keep only real deadlines.
         self._timeouts: tuple[float | None, ...] = tuple(
             t.timeout if t.timeout is not None and t.timeout != float("inf") else None
@@ -130,17 +126,23 @@ class JobActor(CommitSide):
         self._has_timeouts = any(t is not None for t in self._timeouts)
         self._core = Scheduler(
             graph,
-            max_concurrency=max_concurrency,
+            max_concurrency=options.max_concurrency,
             max_retries=self._max_retries,
             continue_on_failure=[t.continue_on_failure for t in tasks],
+            run_if=[t.run_if for t in tasks],
+            on_failure=options.on_failure,
+            priorities=[t.priority for t in tasks],
+            resources=[t.resources for t in tasks],
+            capacity=options.capacity,
             ctx=ctx,
             record=bool(links) or log.debug_enabled,
             decide_end=self.job._claim_end,
             revoke=self._revoke,
         )
-        self._on_conflict = on_conflict
+        self._on_conflict = options.on_conflict
         self._conflicts: list[KeyConflict] = []
-        self._book = CtxBook.initial(ctx, track_writers=on_conflict != "ignore")
+        self._book = CtxBook.initial(ctx, track_writers=options.on_conflict != "ignore")
+        executor = options.executor
         tier = tier_for(executor, job_id, len(tasks))
         # A coroutine function always runs on the engine's event loop.
         self._tiers: tuple[Tier, ...] = tuple(
@@ -156,7 +158,9 @@ class JobActor(CommitSide):
         # RUNNING event is stamped with the real start, not our reading time.
         self._claimed_at: dict[int, float] = {}
         self._timers = clock.timers(self._timers_lost)
-        self._outbox = Outbox(job_id, graph, log, clock, links, run_started, self.job._set_state)
+        self._outbox = Outbox(
+            job_id, graph, log, clock, links, options.started, self.job._set_state
+        )
         self._resolved = False
         #: The most TaskActors this job held at once (see ``_offers.py``).
         self.peak_task_actors = 0
@@ -170,6 +174,8 @@ class JobActor(CommitSide):
             CancelJob: self._on_cancel,
             ActorLost: self._on_lost,
             InternalFailure: self._on_internal_failure,
+            RetryDue: self._on_retry_due,
+            CodeReturned: self._on_code_returned,
         }
 
     def start(self) -> None:
@@ -225,8 +231,9 @@ class JobActor(CommitSide):
     def _on_raised(self, message: Raised) -> None:
         attempt = message.attempt
         node = attempt.node
-        retry = retry_allowed(attempt.number, self._max_retries[node])
-        started = self._core.failed(node, attempt.number, message.exception, retry)
+        retry = message.retryable and retry_allowed(attempt.number, self._max_retries[node])
+        delay = self._delay(node, attempt.number) if retry else 0.0
+        started = self._core.failed(node, attempt.number, message.exception, retry, delay)
         self._after_failure(attempt, started, retry)
 
     def _on_invalid(self, message: Invalid) -> None:
@@ -241,11 +248,15 @@ class JobActor(CommitSide):
         node = attempt.node
         if self._attempts.get(node) is not attempt or not attempt.abandon():
             return  # it had already ended, or finished in time: its report is on the way
-        retry = retry_allowed(attempt.number, self._max_retries[node])
+        retry = self._retries[node].policy.retry_timeouts and retry_allowed(
+            attempt.number, self._max_retries[node]
+        )
+        delay = self._delay(node, attempt.number) if retry else 0.0
         # The node's TaskActor may still be busy in the abandoned code: a
         # retry gets a fresh one.
         self._actors.pop(node, None)
-        self._after_failure(attempt, self._core.timed_out(node, attempt.number, retry), retry)
+        started = self._core.timed_out(node, attempt.number, retry, delay)
+        self._after_failure(attempt, started, retry)
 
     def _after_failure(self, attempt: Attempt, started: list[int] | None, retry: bool) -> None:
         if started is None:
@@ -255,6 +266,17 @@ class JobActor(CommitSide):
         if not retry:
             self._actors.pop(attempt.node, None)
         self._carry_out(started)
+
+    def _on_retry_due(self, message: RetryDue) -> None:
+        started = self._core.retry_due(message.node, message.attempt)
+        if started is not None:
+            self._carry_out(started)
+
+    def _on_code_returned(self, message: CodeReturned) -> None:
+        attempt = message.attempt
+        started = self._core.code_returned(attempt.node, attempt.number)
+        if started is not None:
+            self._carry_out(started)
 
     def _job_deadline_passed(self) -> None:
         self.tell(JobDeadlinePassed())
@@ -291,12 +313,34 @@ class JobActor(CommitSide):
         # the node's next attempt began.
         if core.transitions or core.job_transitions:
             self._outbox.flush(core, self._started_at, self._claimed_at)
+        if core.abandon:
+            self._abandon(core.abandon)
+        if core.retry_waits:
+            self._wait_for_retries(core.retry_waits)
         if started:
             self._start(started)
         if core.ended:
             self._resolve()
         elif self._offers is not None and core.ready:
             self._offer()
+
+    def _abandon(self, nodes: list[int]) -> None:
+        # Attempts the core cancelled while the job goes on (on_failure="stop").
+        for node in nodes:
+            attempt = self._attempts.pop(node, None)
+            pair = self._offered.pop(node, None)
+            self._actors.pop(node, None)
+            for each in (attempt, None if pair is None else pair[1]):
+                if each is not None:
+                    self._step("abandon", each.abandon)
+        nodes.clear()
+
+    def _wait_for_retries(self, waits: list[tuple[int, int, float]]) -> None:
+        now = self._clock.monotonic()
+        for node, attempt, delay in waits:
+            due = RetryDue(node, attempt)
+            self._timers.call_at(now + delay, lambda due=due: self.tell(due))  # type: ignore[misc]
+        waits.clear()
 
     def _start(self, nodes: list[int]) -> None:
         core = self._core
@@ -346,93 +390,15 @@ class JobActor(CommitSide):
 
     def _new_actor(self, node: int) -> TaskActor:
         task = self._tasks[node]
-        return TaskActor(node, task.name, task.fn, self._tiers[node], self)
+        policy = self._retries[node].policy
+        retry_on = policy.retries if policy.retry_on is not None else None
+        return TaskActor(node, task.name, task.fn, self._tiers[node], self, retry_on)
 
     def _arm(self, attempt: Attempt) -> None:
         timeout = self._timeouts[attempt.node]
         if timeout is not None:
             attempt.deadline = attempt.started_at + timeout
             self._timers.call_at(attempt.deadline, lambda: self.tell(DeadlinePassed(attempt)))
-
-    # -- the end: one resolve routine -----------------------------------------
-
-    def _resolve(self, forced: InternalError | None = None) -> None:
-        """Abandon what runs, resolve the Job, stop the children; each step guarded."""
-        if self._resolved:
-            return
-        self._resolved = True
-        self._step("offers.withdraw", self._withdraw)
-        result = None
-        if forced is None:
-            result = self._step("result", self._result)
-        if result is None:
-            result = self._bare_result(forced or InternalError("the job's result was lost"))
-        self._step("job.resolve", lambda: self.job._resolve(result))
-        self._step("timers.close", self._timers.close)
-        self._step("outbox.close", self._outbox.close)
-        for tier in {id(t): t for t in self._tiers}.values():
-            self._step("tier.close", tier.close)
-
-    def _withdraw(self) -> None:
-        if self._offers is not None:
-            self._offers.withdraw()
-        attempts = [*self._attempts.values(), *(pair[1] for pair in self._offered.values())]
-        self._attempts.clear()
-        self._actors.clear()
-        self._offered.clear()
-        for attempt in attempts:
-            self._step("abandon", attempt.abandon)
-
-    def _step(self, where: str, step: Any) -> Any:
-        try:
-            return step()
-        except BaseException as exc:  # noqa: BLE001 - resolve the job whatever happens
-            self._outbox.log.internal_error(where, exc)
-            return None
-
-    def _result(self) -> JobResult:
-        core = self._core
-        state = core.job_state if core.ended else JobState.FAILED
-        failure = core.failure or Failure(None, None, None)
-        return JobResult(
-            state=state,
-            ctx=core.final_ctx(),
-            task_states=MappingProxyType(dict(zip(self._names, core.states, strict=True))),
-            attempts=MappingProxyType(dict(zip(self._names, core.attempts, strict=True))),
-            failed_task=failure.task,
-            failure_reason=failure.reason,
-            exception=failure.exception,
-            invalid_result=failure.invalid_result,
-            conflicts=tuple(self._conflicts),
-        )
-
-    def _bare_result(self, error: InternalError) -> JobResult:
-        core = self._core
-        return JobResult(
-            state=JobState.FAILED,
-            ctx=dict(core.initial_ctx),
-            task_states=MappingProxyType(dict(zip(self._names, core.states, strict=False))),
-            attempts=MappingProxyType(dict(zip(self._names, core.attempts, strict=False))),
-            exception=error,
-        )
-
-    def _internal_error(self, where: str, exc: BaseException) -> None:
-        """End the job FAILED with an InternalError; never raise."""
-        error = InternalError(
-            f"internal error in {where}: {type(exc).__name__}: {short_message(exc)}"
-        )
-        error.__cause__ = exc
-        try:
-            self._outbox.log.internal_error(where, exc)
-            if not self._core.ended:
-                self._core.end(JobState.FAILED, exception=error)
-                self._carry_out([])
-            else:
-                # The core ended the job but carrying that out broke midway.
-                self._resolve()
-        except BaseException:  # noqa: BLE001 - the bookkeeping itself is broken
-            self._resolved = False
-            self._resolve(forced=error)
 
 
 def _async_tier() -> Tier:

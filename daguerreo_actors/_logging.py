@@ -54,6 +54,7 @@ _LEVELS: dict[TaskState, int] = {
     TaskState.TIMED_OUT: logging.WARNING,
     TaskState.INVALID_RESULT: logging.ERROR,
     TaskState.FAILED: logging.ERROR,
+    TaskState.UPSTREAM_FAILED: logging.WARNING,
 }
 
 
@@ -174,6 +175,7 @@ class TransitionLog:
         result: Any = None,
         exception: BaseException | None = None,
         detail: str | None = None,
+        retry_in: float | None = None,
         duration: float | None = None,
         dependencies: list[str] | None = None,
     ) -> None:
@@ -190,6 +192,8 @@ class TransitionLog:
             fields["duration"] = round(duration, 6)
         if dependencies is not None:
             fields["dependencies"] = dependencies
+        if new is TaskState.EXCEPTION or new is TaskState.TIMED_OUT:
+            fields["retry_in"] = None if retry_in is None else round(retry_in, 6)
         prepare: Callable[[dict[str, Any]], None] | None = None
         if exception is not None:
             prepare = _ExceptionFields(exception, new is TaskState.FAILED)

@@ -7,7 +7,9 @@ Into the JobActor's mailbox (``_job_actor.py``):
   the attempt's fate first: :class:`Succeeded` (naming the offer the
   reporting thread took, if any), :class:`Raised`, :class:`Invalid`;
 - from the supervisor's timers: :class:`DeadlinePassed`,
-  :class:`JobDeadlinePassed`;
+  :class:`JobDeadlinePassed`, :class:`RetryDue`;
+- from a task's thread, when an abandoned attempt's code is done at last:
+  :class:`CodeReturned`;
 - from ``Job.cancel()``: :class:`CancelJob`;
 - from anything of the job stopped from outside (the supervisor, a listener
   proxy): :class:`ActorLost`; from a TaskActor's own bug: :class:`InternalFailure`.
@@ -47,6 +49,8 @@ class Succeeded:
 class Raised:
     attempt: Attempt
     exception: BaseException
+    #: The retry policy's ``retry_on`` accepts it (judged on the task's thread).
+    retryable: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +69,19 @@ class DeadlinePassed:
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobDeadlinePassed:
     pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryDue:
+    node: int
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CodeReturned:
+    """An abandoned attempt's code returned (or raised) at last."""
+
+    attempt: Attempt
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ class Outbox:
                     result=t.result,
                     exception=t.exception,
                     detail=t.detail,
+                    retry_in=t.retry_in,
                     duration=mono - started_at[node] if old is _RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]
@@ -100,7 +101,17 @@ class Outbox:
                 )
             if events is not None:
                 events.append(
-                    TaskEvent(job_id, names[node], t.old, new, t.attempt, ts, t.result, t.exception)
+                    TaskEvent(
+                        job_id,
+                        names[node],
+                        t.old,
+                        new,
+                        t.attempt,
+                        ts,
+                        t.result,
+                        t.exception,
+                        t.retry_in,
+                    )
                 )
         while pending is not None:
             self._job(pending[1], pending[2], now, mono, events)

@@ -56,7 +56,10 @@ class JobResult:
     ``failure_reason`` says how (EXCEPTION, TIMED_OUT or INVALID_RESULT),
     ``exception`` is the very exception its last attempt raised (None if
     that attempt timed out), ``invalid_result`` the non-mapping it returned.
-    ``conflicts`` lists every :class:`KeyConflict`, in the order found.
+    ``conflicts`` lists every :class:`KeyConflict`, in the order found;
+    ``failures`` every task that ended FAILED or INVALID_RESULT
+    (``continue_on_failure`` ones included), as a :class:`Failure`, in
+    failure order.
     """
 
     state: JobState
@@ -68,6 +71,7 @@ class JobResult:
     exception: BaseException | None = None
     invalid_result: Any = None
     conflicts: tuple[KeyConflict, ...] = ()
+    failures: tuple[Failure, ...] = ()
 
     @property
     def ok(self) -> bool:

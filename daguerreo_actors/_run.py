@@ -10,27 +10,22 @@ task runs. No task code ever runs on the caller's thread.
 
 from __future__ import annotations
 
-import decimal
-import importlib.util
-import math
-import numbers
-import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
 from daguerreo_actors._clock import REAL_CLOCK, new_job_id
-from daguerreo_actors._ctx import ON_CONFLICT
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener, start_listeners
 from daguerreo_actors._logging import TransitionLog
-from daguerreo_actors._task import Task, is_positive_seconds, to_seconds
-from daguerreo_actors._tiers import DaskClient, is_dask_client
+from daguerreo_actors._options import DEFAULT_MAX_CONCURRENCY, check_options, job_options
+from daguerreo_actors._retry import RetryPolicy
+from daguerreo_actors._task import Task
+from daguerreo_actors._tiers import DaskClient
 from daguerreo_actors._validation import build_graph
 
-#: The default ``max_concurrency``: one running task per CPU.
-DEFAULT_MAX_CONCURRENCY: int = os.cpu_count() or 1
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "run"]
 
 
 def run(
@@ -38,18 +33,24 @@ def run(
     *,
     ctx: Mapping[Any, Any] | None = None,
     timeout: float | None = None,
-    max_retries: int = 5,
+    max_retries: int | None = None,
+    retry: RetryPolicy | None = None,
+    seed: int | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     executor: Executor | DaskClient | None = None,
     listeners: Iterable[Listener] = (),
     log_values: bool = False,
     on_conflict: str = "warn",
+    on_failure: str = "stop",
+    resources: Mapping[str, int] | None = None,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
     ``ctx`` is the initial context; ``timeout`` the whole job's, in seconds,
-    counted from this call (None or inf: none); ``max_retries`` the retries
-    per task after a failure, unless the task sets its own;
+    counted from this call (None or inf: none); ``max_retries`` (default 5)
+    or ``retry`` (a :class:`RetryPolicy`: delays, backoff, jitter, which
+    exceptions) how tasks are retried unless they say so themselves;
+    ``seed`` makes the jitter of retry delays reproducible;
     ``max_concurrency`` the most tasks RUNNING at once; ``executor`` where
     task functions run: a ``concurrent.futures.Executor`` (threads, or a
     ``ProcessPoolExecutor``), a ``distributed.Client``, or None for the
@@ -61,42 +62,30 @@ def run(
     tasks neither of which depends on the other does: ``"warn"`` (the
     default: logged as ``ctx_key_conflict`` and listed in
     ``JobResult.conflicts``, the later value kept), ``"error"`` (the second
-    writer's result is INVALID_RESULT) or ``"ignore"``.
+    writer's result is INVALID_RESULT) or ``"ignore"``; ``on_failure`` what
+    a failed task does to the job: ``"stop"`` it (after the ``all_done`` and
+    ``any_failed`` tasks) or ``"continue"`` with everything that can still
+    run; ``resources`` the capacity of each resource tasks may hold.
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
     """
     clock = REAL_CLOCK
     started = clock.monotonic()
-    if timeout is not None and not is_positive_seconds(timeout):
-        raise _option_error("timeout", timeout, "None or a number of seconds > 0 (inf for none)")
-    if type(max_retries) is bool or not isinstance(max_retries, int):
-        raise TypeError(f"max_retries must be an int >= 0, got {max_retries!r}")
-    if max_retries < 0:
-        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-    if type(max_concurrency) is bool or not isinstance(max_concurrency, int):
-        raise TypeError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+    check_options(
+        timeout=timeout,
+        max_retries=max_retries,
+        retry=retry,
+        seed=seed,
+        max_concurrency=max_concurrency,
+        executor=executor,
+        log_values=log_values,
+        on_conflict=on_conflict,
+        on_failure=on_failure,
+        resources=resources,
+    )
     if ctx is not None and not isinstance(ctx, Mapping):
         raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
-    if executor is not None and not isinstance(executor, Executor):
-        if not is_dask_client(executor):
-            raise TypeError(
-                "executor must be a concurrent.futures.Executor, a distributed.Client "
-                f"or None, got {type(executor).__name__}"
-            )
-        if importlib.util.find_spec("distributed") is None:
-            raise ImportError(
-                "running on a dask cluster needs the dask extra: "
-                "pip install 'daguerreo-actors[dask]'"
-            )
-    if not isinstance(on_conflict, str):
-        raise TypeError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
-    if on_conflict not in ON_CONFLICT:
-        raise ValueError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
-    if not isinstance(log_values, bool):
-        raise TypeError(f"log_values must be a bool, got {type(log_values).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
         raise TypeError(
             "listeners must be an iterable of callables or pykka ActorRefs, "
@@ -110,13 +99,22 @@ def run(
                 f"pykka ActorRef, got {type(listener).__name__}"
             )
 
-    task_tuple, graph = build_graph(tasks)
-
-    job_deadline = None
-    if timeout is not None:
-        seconds = to_seconds(timeout)
-        if not math.isinf(seconds):
-            job_deadline = started + seconds
+    task_tuple, graph = build_graph(tasks, resources or {})
+    options = job_options(
+        task_tuple,
+        clock=clock,
+        started=started,
+        timeout=timeout,
+        max_retries=max_retries,
+        retry=retry,
+        seed=seed,
+        max_concurrency=max_concurrency,
+        executor=executor,
+        log_values=log_values,
+        on_conflict=on_conflict,
+        on_failure=on_failure,
+        resources=resources,
+    )
     job_id = new_job_id()
     log = TransitionLog(job_id, log_values=log_values)
     holder: list[JobActor] = []
@@ -127,15 +125,9 @@ def run(
             task_tuple,
             graph,
             ctx={} if ctx is None else dict(ctx),
-            clock=clock,
-            job_deadline=job_deadline,
-            run_started=started,
+            options=options,
             log=log,
             links=links,
-            max_retries=max_retries,
-            max_concurrency=max_concurrency,
-            executor=executor,
-            on_conflict=on_conflict,
         )
     except BaseException:
         for link in links:
@@ -144,9 +136,3 @@ def run(
     holder.append(actor)
     actor.start()
     return actor.job
-
-
-def _option_error(name: str, value: object, expected: str) -> Exception:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real | decimal.Decimal):
-        return TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
-    return ValueError(f"{name} must be {expected}, got {value!r}")

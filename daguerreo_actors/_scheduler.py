@@ -4,8 +4,13 @@ State, all indexed by node (a task's position in the validated list):
 
 - ``states[i]``: the task's :class:`TaskState`.
 - ``attempts[i]``: attempts started so far (incremented on READY -> RUNNING).
-- ``waiting_on[i]``: dependencies of ``i`` not yet COMPLETED; at 0 it is READY.
-- ``ready``: the FIFO of READY nodes; ``running``: how many are RUNNING.
+- ``waiting_on[i]``: dependencies ``i`` still waits for (to COMPLETE, or
+  to end at all for ``all_done``/``any_failed``: ``_failures.py``); at 0
+  it is READY.
+- ``ready``: the READY nodes in start order (``_ready.py``: by priority,
+  and resources that fit); ``running``: how many are RUNNING; ``free``:
+  what is left of each resource, held by an attempt until its code
+  returned (a timed-out attempt still running keeps its share).
 - ``outputs``: the outputs of COMPLETED tasks, in completion order (the
   final ``JobResult.ctx`` is built from these so it keeps that order). The
   ctx snapshots handed to starting tasks are not the core's business: the
@@ -15,7 +20,8 @@ Offers (``offer``, ``claimed``, the ``revoke`` hook): see ``_offers.py``,
 which explains them once for the core and the shell.
 
 The JobActor feeds it one call per message it receives (``start``,
-``completed``, ``invalid_result``, ``failed``, ``timed_out``, ``end``). Each
+``completed``, ``invalid_result``, ``failed``, ``timed_out``, ``retry_due``,
+``code_returned``, ``end``). Each
 call returns the nodes it moved READY -> RUNNING, which the actor must now
 start, or None when the message was stale (about an attempt that is no
 longer running, e.g. the late result of an attempt that timed out): a stale
@@ -32,11 +38,17 @@ against :data:`TASK_TRANSITIONS`. Transitions are recorded in
 is true, else only the failure ones, which are logged at warning level even
 when nobody listens) for the actor to turn into events and log entries.
 
-The job's first failure that made it FAILED is kept as a :class:`Failure`
-(``failure``); the JobActor copies it into the ``JobResult``.
+Every task that ended FAILED or INVALID_RESULT is a :class:`Failure` in
+``failures``; the first that made the job FAILED is ``failure``. The
+JobActor copies them into the ``JobResult``. What a failure does to the
+rest of the job (``run_if``, UPSTREAM_FAILED, ``on_failure``) is in
+``_failures.py``.
 
-Retry decisions are made by the supervisor and passed in; the core only
-refuses one that would break ``attempts <= max_retries + 1``.
+Retry decisions (whether, and after how long) are the policy's
+(``_retry.py``), passed in; the core refuses one that would break
+``attempts <= max_retries + 1``. A retry with a delay leaves the task in
+EXCEPTION (or TIMED_OUT), holding no slot, until ``retry_due``; the
+shell arms the timer from ``retry_waits``.
 
 Ending the job goes through ``decide_end``: a hook that may change the final
 state (the actor uses it to let a concurrent ``Job.cancel()`` win), the
@@ -45,38 +57,18 @@ identity by default.
 
 from __future__ import annotations
 
-import dataclasses
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from daguerreo_actors._books import NOTABLE_STATES, Transition
 from daguerreo_actors._errors import InternalError
-from daguerreo_actors._graph import Graph
+from daguerreo_actors._failures import Propagation
 from daguerreo_actors._result import Failure
-from daguerreo_actors._states import JOB_TRANSITIONS, TASK_TRANSITIONS, JobState, TaskState
+from daguerreo_actors._states import JobState, TaskState
+
+__all__ = ["NOTABLE_STATES", "Scheduler", "Transition", "retry_allowed"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Transition:
-    """One task transition as the core made it.
-
-    ``result`` is the output on COMPLETED and the value returned on
-    INVALID_RESULT; ``exception`` what the attempt raised, on EXCEPTION and
-    on the FAILED that follows it. Nothing else tells them apart: a task
-    may return an exception instance, which is a value like any other.
-    """
-
-    node: int
-    old: TaskState
-    new: TaskState
-    attempt: int
-    result: Any = None
-    exception: BaseException | None = None
-    #: Why a result is INVALID_RESULT, in words (None: it is not a mapping).
-    detail: str | None = None
-
-
-_UNSCHEDULED = TaskState.UNSCHEDULED
 _READY = TaskState.READY
 _RUNNING = TaskState.RUNNING
 _COMPLETED = TaskState.COMPLETED
@@ -86,72 +78,16 @@ _INVALID_RESULT = TaskState.INVALID_RESULT
 _FAILED = TaskState.FAILED
 _CANCELLED = TaskState.CANCELLED
 _SKIPPED = TaskState.SKIPPED
-
-#: Transitions recorded even when ``record`` is off (they are logged at
-#: warning level or above).
-NOTABLE_STATES: frozenset[TaskState] = frozenset({_EXCEPTION, _TIMED_OUT, _INVALID_RESULT, _FAILED})
-
-# The table, re-keyed by id() for the hot path: Enum.__hash__ is a Python
-# function, and hashing an (old, new) tuple calls it twice per transition.
-_NEXT: dict[int, frozenset[int]] = {
-    id(state): frozenset(id(new) for old, new in TASK_TRANSITIONS if old is state)
-    for state in TaskState
-}
-_NOTABLE: frozenset[int] = frozenset(map(id, NOTABLE_STATES))
+_UNSCHEDULED = TaskState.UNSCHEDULED
 
 
 def retry_allowed(attempts: int, max_retries: int) -> bool:
-    """The retry policy: ``max_retries + 1`` attempts in all."""
+    """``max_retries + 1`` attempts in all."""
     return attempts <= max_retries
 
 
-class Scheduler:
+class Scheduler(Propagation):
     """Task states, ready queue and job state of one job; see the module doc."""
-
-    def __init__(
-        self,
-        graph: Graph,
-        *,
-        max_concurrency: int,
-        max_retries: Sequence[int],
-        continue_on_failure: Sequence[bool],
-        ctx: Mapping[Any, Any] | None = None,
-        record: bool = True,
-        decide_end: Callable[[JobState], JobState] | None = None,
-        revoke: Callable[[int], bool] | None = None,
-    ) -> None:
-        n = len(graph)
-        if len(max_retries) != n or len(continue_on_failure) != n:
-            raise ValueError("one max_retries and continue_on_failure per node")
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
-        self.graph = graph
-        self.max_concurrency = max_concurrency
-        self.max_retries = tuple(max_retries)
-        self.continue_on_failure = tuple(continue_on_failure)
-        self.states: list[TaskState] = [_UNSCHEDULED] * n
-        self.attempts: list[int] = [0] * n
-        self.waiting_on: list[int] = [len(deps) for deps in graph.dependencies]
-        self.ready: deque[int] = deque()
-        self.running = 0
-        self.unfinished = n
-        self.initial_ctx: Mapping[Any, Any] = {} if ctx is None else ctx
-        self.outputs: list[Mapping[Any, Any]] = []
-        self.job_state = JobState.IDLE
-        self.record = record
-        self.transitions: list[Transition] = []
-        # (position in ``transitions`` when it happened, old, new): lets the
-        # actor interleave job and task events in the order they happened.
-        self.job_transitions: list[tuple[int, JobState, JobState]] = []
-        #: The failure that made the job FAILED (None otherwise).
-        self.failure: Failure | None = None
-        self._decide_end = decide_end
-        # Offers (``_offers.py``): ``offered`` is always a prefix of
-        # ``ready``; ``claimed`` holds nodes a worker has taken whose start
-        # has not been reported yet.
-        self.offered: set[int] = set()
-        self.claimed: dict[int, None] = {}  # an ordered set: claims in queue order
-        self._revoke = revoke
 
     # -- inputs -----------------------------------------------------------
 
@@ -186,24 +122,12 @@ class Scheduler:
             # Checked before anything changes, like a refused retry.
             raise InternalError(f"node {claimed} was started without an offer")
         self._set(node, _COMPLETED, result)
-        self.running -= 1
-        self.unfinished -= 1
+        self._release_slot(node, attempt)
         if claimed is not None:
             self._start_claimed(claimed)
         self.outputs.append(result)
-        waiting_on = self.waiting_on
-        released: list[int] = []
-        for dependent in self.graph.dependents[node]:
-            left = waiting_on[dependent] - 1
-            waiting_on[dependent] = left
-            if left == 0:
-                released.append(dependent)
-        if released:
-            self._make_ready(released)
-        elif self.unfinished == 0:
-            self._end(JobState.COMPLETED)
-            return []
-        return self._dispatch()
+        self._terminal(node, _COMPLETED)
+        return self._settle()
 
     def invalid_result(
         self, node: int, attempt: int, value: Any, detail: str | None = None
@@ -212,30 +136,60 @@ class Scheduler:
         if not self._is_current(node, attempt):
             return None
         self._set(node, _INVALID_RESULT, value, detail=detail)
-        self.running -= 1
-        self.unfinished -= 1
-        self._end(JobState.FAILED, Failure(self.graph.names[node], _INVALID_RESULT, None, value))
-        return []
+        self._release_slot(node, attempt)
+        failure = Failure(self.graph.names[node], _INVALID_RESULT, None, value)
+        self._terminal(node, _INVALID_RESULT, failure)
+        # continue_on_failure does not cover a programming error.
+        self._count_failure(failure)
+        return self._settle()
 
     def failed(
-        self, node: int, attempt: int, exception: BaseException, retry: bool
+        self,
+        node: int,
+        attempt: int,
+        exception: BaseException,
+        retry: bool,
+        delay: float = 0.0,
     ) -> list[int] | None:
-        """The attempt raised; ``retry`` is the supervisor's decision."""
+        """The attempt raised; ``retry`` (after ``delay`` seconds) is the policy's decision."""
         if not self._is_current(node, attempt):
             return None
         self._check_retry(node, retry)
-        self._set(node, _EXCEPTION, exception=exception)
-        self.running -= 1
-        return self._after_failure(node, _EXCEPTION, exception, retry)
+        self._set(node, _EXCEPTION, exception=exception, retry_in=delay if retry else None)
+        self._release_slot(node, attempt)
+        return self._after_failure(node, _EXCEPTION, exception, retry, delay)
 
-    def timed_out(self, node: int, attempt: int, retry: bool) -> list[int] | None:
-        """The attempt passed its deadline; ``retry`` is the supervisor's decision."""
+    def timed_out(
+        self, node: int, attempt: int, retry: bool, delay: float = 0.0
+    ) -> list[int] | None:
+        """The attempt passed its deadline; its code may still run (it keeps its resources)."""
         if not self._is_current(node, attempt):
             return None
         self._check_retry(node, retry)
-        self._set(node, _TIMED_OUT)
+        self._set(node, _TIMED_OUT, retry_in=delay if retry else None)
         self.running -= 1
-        return self._after_failure(node, _TIMED_OUT, None, retry)
+        return self._after_failure(node, _TIMED_OUT, None, retry, delay)
+
+    def retry_due(self, node: int, attempt: int) -> list[int] | None:
+        """The delay before a retry is over: EXCEPTION (or TIMED_OUT) -> READY."""
+        state = self.states[node]
+        if (
+            state not in (_EXCEPTION, _TIMED_OUT)
+            or self.attempts[node] != attempt
+            or self.job_state is not JobState.RUNNING
+        ):
+            return None
+        self._set(node, _READY)
+        self.ready.extend([node])
+        return self._dispatch()
+
+    def code_returned(self, node: int, attempt: int) -> list[int] | None:
+        """An abandoned attempt's code returned at last: its resources are free."""
+        if self.held.pop((node, attempt), None) is None:
+            return None
+        for name, amount in self.resources[node].items():
+            self.free[name] += amount
+        return self._dispatch() if self.job_state is JobState.RUNNING else None
 
     def end(self, state: JobState, exception: BaseException | None = None) -> bool:
         """End the job from outside (cancel, job timeout, internal error).
@@ -258,51 +212,28 @@ class Scheduler:
         returns the nodes newly offered, in queue order. Offers taken whose
         start is not reported yet (``claimed``) count against the limit: it
         bounds every offer outstanding, hence the TaskActors made for them.
+        Only a FIFO queue (no priorities, no resources) has offers.
         """
         ready = self.ready
+        if not ready.fifo:
+            return []
         offered = self.offered
         first = len(offered)
         last = min(limit - len(self.claimed), len(ready))
-        new = [ready[position] for position in range(first, last)]
+        new = [ready[position] for position in range(first, last)]  # type: ignore[index]
         offered.update(new)
         return new
 
     # -- queries ----------------------------------------------------------
 
-    @property
-    def ended(self) -> bool:
-        """True once the job is in a terminal state."""
-        return self.job_state.is_terminal
-
-    def take_transitions(self) -> list[Transition]:
-        taken = self.transitions
-        self.transitions = []
-        return taken
-
-    def take_job_transitions(self) -> list[tuple[int, JobState, JobState]]:
-        taken = self.job_transitions
-        self.job_transitions = []
-        return taken
-
-    def final_ctx(self) -> dict[Any, Any]:
-        """The initial ctx updated with every output, in completion order."""
-        ctx = dict(self.initial_ctx)
-        for output in self.outputs:
-            ctx.update(output)
-        return ctx
-
     # -- internals --------------------------------------------------------
 
-    def is_running(self, node: int, attempt: int) -> bool:
-        """True if ``attempt`` of ``node`` is the one running now."""
-        return self._is_current(node, attempt)
-
-    def _is_current(self, node: int, attempt: int) -> bool:
-        return (
-            self.states[node] is _RUNNING
-            and self.attempts[node] == attempt
-            and self.job_state is JobState.RUNNING
-        )
+    def _settle(self) -> list[int]:
+        """After a task ended: propagate, end the job if nothing more can run, else refill."""
+        self._propagate()
+        if self.ended or self._check_end():
+            return []
+        return self._dispatch()
 
     def _withdraw(self, node: int) -> bool:
         """Take back an offer; False if a worker took it first (now claimed)."""
@@ -310,6 +241,15 @@ class Scheduler:
             return True
         self.claimed[node] = None
         return False
+
+    def _withdraw_offers(self) -> None:
+        # In queue order; one a worker already took has started (now claimed).
+        if self.offered:
+            for node in list(self.ready)[: len(self.offered)]:
+                self._withdraw(node)
+                if node in self.claimed:
+                    self.ready.remove(node)
+            self.offered.clear()
 
     def _start_claimed(self, node: int) -> None:
         if node in self.claimed:
@@ -338,42 +278,48 @@ class Scheduler:
         reason: TaskState,
         exception: BaseException | None,
         retry: bool,
+        delay: float,
     ) -> list[int]:
         if retry:
-            self._set(node, _READY)
-            self.ready.append(node)
+            if delay > 0:
+                # Rests in EXCEPTION / TIMED_OUT, holding no slot, until retry_due.
+                self.retry_waits.append((node, self.attempts[node], delay))
+            else:
+                self._set(node, _READY)
+                self.ready.extend([node])
             return self._dispatch()
         self._set(node, _FAILED, exception=exception)
-        self.unfinished -= 1
+        failure = Failure(self.graph.names[node], reason, exception, None)
+        self._terminal(node, _FAILED, failure)
         if not self.continue_on_failure[node]:
-            self._end(JobState.FAILED, Failure(self.graph.names[node], reason, exception, None))
-            return []
-        if self.unfinished == 0:
-            self._end(JobState.COMPLETED)
-            return []
-        return self._dispatch()
-
-    def _make_ready(self, nodes: list[int]) -> None:
-        # Every READY transition of the batch is recorded before any start.
-        # More dependents first: they unlock the most work; ties keep list
-        # order (nodes arrive in index order and sort is stable).
-        if len(nodes) > 1:
-            dependents = self.graph.dependents
-            nodes.sort(key=lambda node: -len(dependents[node]))
-        for node in nodes:
-            self._set(node, _READY)
-        self.ready.extend(nodes)
+            self._count_failure(failure)
+        return self._settle()
 
     def _dispatch(self) -> list[int]:
         started: list[int] = []
         ready = self.ready
         attempts = self.attempts
+        if not ready.fifo:
+            while self.running < self.max_concurrency and ready:
+                node = ready.take(self._fits)
+                if node is None:
+                    break  # what waits needs resources that are taken
+                attempts[node] += 1
+                needs = self.resources[node]
+                if needs:
+                    for name, amount in needs.items():
+                        self.free[name] -= amount
+                    self.held[(node, attempts[node])] = needs
+                self._set(node, _RUNNING)
+                self.running += 1
+                started.append(node)
+            return started
         offered = self.offered
         # While a taken offer's start is unread, nothing else starts: it is
         # ahead in the queue, and its report (already in the mailbox, see
         # _offers.py) records its start, then refills the slots left free.
         while not self.claimed and self.running < self.max_concurrency and ready:
-            node = ready.popleft()
+            node = ready.popleft()  # type: ignore[union-attr]
             if node in offered:
                 offered.discard(node)
                 if not self._withdraw(node):
@@ -384,38 +330,10 @@ class Scheduler:
             started.append(node)
         return started
 
-    def _set(
-        self,
-        node: int,
-        new: TaskState,
-        result: Any = None,
-        exception: BaseException | None = None,
-        detail: str | None = None,
-    ) -> None:
-        old = self.states[node]
-        if id(new) not in _NEXT[id(old)]:
-            raise InternalError(f"illegal transition of {self.graph.names[node]!r}: {old} -> {new}")
-        self.states[node] = new
-        if self.record or id(new) in _NOTABLE:
-            self.transitions.append(
-                Transition(node, old, new, self.attempts[node], result, exception, detail)
-            )
-
-    def _set_job(self, new: JobState) -> None:
-        old = self.job_state
-        if (old, new) not in JOB_TRANSITIONS:
-            raise InternalError(f"illegal job transition: {old} -> {new}")
-        self.job_state = new
-        self.job_transitions.append((len(self.transitions), old, new))
-
     def _end(self, state: JobState, failure: Failure | None = None) -> None:
         if self._decide_end is not None:
             state = self._decide_end(state)
-        # Withdraw every offer; one a worker already took has started, and is
-        # cancelled like any running task.
-        for node in list(self.ready)[: len(self.offered)]:
-            self._withdraw(node)
-        self.offered.clear()
+        self._withdraw_offers()
         if self.unfinished:
             states = self.states
             claimed = self.claimed
@@ -426,6 +344,8 @@ class Scheduler:
                     self.running -= 1
                 elif current is _READY and node in claimed:
                     continue  # below, once the slot it took is free
+                elif current is _EXCEPTION or current is _TIMED_OUT:
+                    self._set(node, _CANCELLED)  # a retry was waiting
                 elif current is _READY or current is _UNSCHEDULED:
                     self._set(node, _SKIPPED)
             # A node a thread already took started in the slot of the attempt
@@ -439,8 +359,9 @@ class Scheduler:
             claimed.clear()
             self.ready.clear()
             self.unfinished = 0
-        # A task's failure counts only if the job did end FAILED (a cancel
-        # may have won); the job's own (no task) is kept whatever the state.
-        if failure is not None and (state is JobState.FAILED or failure.task is None):
-            self.failure = failure
+            self._ended_queue.clear()
+        if failure is not None:
+            self.failure = failure  # the job's own (an internal error, say)
+        elif state is not JobState.FAILED and self.failure is not None:
+            self.failure = None  # a cancel won over a task's failure
         self._set_job(state)

@@ -38,6 +38,7 @@ class TaskState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
 
     @property
     def is_terminal(self) -> bool:
@@ -51,6 +52,7 @@ TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
     {
         (_T.UNSCHEDULED, _T.READY),
         (_T.UNSCHEDULED, _T.SKIPPED),
+        (_T.UNSCHEDULED, _T.UPSTREAM_FAILED),
         (_T.READY, _T.RUNNING),
         (_T.READY, _T.SKIPPED),
         (_T.RUNNING, _T.COMPLETED),
@@ -60,8 +62,10 @@ TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
         (_T.RUNNING, _T.CANCELLED),
         (_T.EXCEPTION, _T.READY),
         (_T.EXCEPTION, _T.FAILED),
+        (_T.EXCEPTION, _T.CANCELLED),
         (_T.TIMED_OUT, _T.READY),
         (_T.TIMED_OUT, _T.FAILED),
+        (_T.TIMED_OUT, _T.CANCELLED),
     }
 )
 
@@ -77,9 +81,14 @@ JOB_TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
 )
 
 TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(
-    {_T.COMPLETED, _T.FAILED, _T.INVALID_RESULT, _T.CANCELLED, _T.SKIPPED}
+    {_T.COMPLETED, _T.FAILED, _T.INVALID_RESULT, _T.CANCELLED, _T.SKIPPED, _T.UPSTREAM_FAILED}
 )
 
 TERMINAL_JOB_STATES: frozenset[JobState] = frozenset(
     {JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED}
+)
+
+#: Terminal states that count as a failure for ``run_if`` and UPSTREAM_FAILED.
+FAILED_TASK_STATES: frozenset[TaskState] = frozenset(
+    {_T.FAILED, _T.INVALID_RESULT, _T.UPSTREAM_FAILED}
 )

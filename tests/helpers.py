@@ -65,6 +65,7 @@ INVALID_RESULT = TaskState.INVALID_RESULT
 FAILED = TaskState.FAILED
 CANCELLED = TaskState.CANCELLED
 SKIPPED = TaskState.SKIPPED
+UPSTREAM_FAILED = TaskState.UPSTREAM_FAILED
 
 
 def never_called(ctx: Mapping[Any, Any], is_active: Callable[[], bool]) -> Mapping[Any, Any]:

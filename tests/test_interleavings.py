@@ -34,6 +34,7 @@ from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import start_listeners
 from daguerreo_actors._logging import TransitionLog
 from daguerreo_actors._messages import CancelJob
+from daguerreo_actors._options import job_options
 from daguerreo_actors._states import TASK_TRANSITIONS
 from daguerreo_actors._tiers import Reporter
 from daguerreo_actors._validation import build_graph
@@ -150,19 +151,29 @@ class ShellMachine(RuleBasedStateMachine):
         self.graph = graph
         job_id = f"interleavings-{id(self)}"
         links = start_listeners([self.events.append], job_id, lambda _reason: None)
+        options = job_options(
+            task_tuple,
+            clock=self.clock,
+            started=self.clock.now,
+            timeout=job_timeout,
+            max_retries=None,
+            retry=None,
+            seed=0,
+            max_concurrency=self.concurrency,
+            executor=None,
+            log_values=False,
+            on_conflict="warn",
+            on_failure="stop",
+            resources=None,
+        )
         self.actor = JobActor(
             job_id,
             task_tuple,
             graph,
             ctx={"seed": 0},
-            clock=self.clock,
-            job_deadline=None if job_timeout is None else self.clock.now + job_timeout,
-            run_started=self.clock.now,
+            options=options,
             log=TransitionLog(job_id),
             links=links,
-            max_retries=5,
-            max_concurrency=self.concurrency,
-            executor=None,
         )
         self.actor._tiers = (self.tier,) * n
         self.job = self.actor.job

@@ -143,16 +143,16 @@ def test_retries_are_counted_with_their_errors_and_totals() -> None:
     assert report.critical_path == ["flaky", "after"]
 
 
-def test_a_failed_job_reports_the_failure_and_the_skipped_tasks() -> None:
+def test_a_failed_job_reports_the_failure_and_the_tasks_it_kept_from_running() -> None:
     tasks = [Task("bad", flaky(99)), Task("never", sleeper(0), dependencies=["bad"])]
     result, report = reported(tasks, max_retries=1)
     assert result.state is JobState.FAILED
     assert report.state is JobState.FAILED
     assert report.tasks["bad"].state is TaskState.FAILED
     assert len(report.tasks["bad"].attempts) == 2
-    assert report.tasks["never"].state is TaskState.SKIPPED
+    assert report.tasks["never"].state is TaskState.UPSTREAM_FAILED
     assert report.tasks["never"].attempts == []
-    assert report.totals["by_state"] == {"failed": 1, "skipped": 1}
+    assert report.totals["by_state"] == {"failed": 1, "upstream_failed": 1}
     assert report.critical_path == ["bad"]
 
 

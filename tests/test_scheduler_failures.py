@@ -62,7 +62,7 @@ def test_an_exception_is_retried_while_attempts_remain_then_fails_the_task_and_t
         ("a", "ready", "running", 3),
         ("a", "running", "exception", 3),
         ("a", "exception", "failed", 3),
-        ("b", "unscheduled", "skipped", 0),
+        ("b", "unscheduled", "upstream_failed", 0),
     ]
     assert sched.job_state is JobState.FAILED
     assert failed_node(sched) == node(sched, "a")
@@ -179,7 +179,7 @@ def test_a_non_mapping_result_is_an_invalid_result_with_no_retry_and_fails_the_j
     assert steps_with_attempts(sched) == [
         ("a", "running", "invalid_result", 1),
         ("b", "running", "cancelled", 1),
-        ("c", "unscheduled", "skipped", 0),
+        ("c", "unscheduled", "upstream_failed", 0),
     ]
     assert sched.job_state is JobState.FAILED
     assert failed_node(sched) == 0

@@ -23,6 +23,7 @@ from helpers import (
     SKIPPED,
     TIMED_OUT,
     UNSCHEDULED,
+    UPSTREAM_FAILED,
     failed_node,
     failure_reason,
     fields,
@@ -520,7 +521,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         states = sched.states
         for n, state in enumerate(states):
             deps_done = all(states[d] is COMPLETED for d in sched.graph.dependencies[n])
-            if state not in (UNSCHEDULED, SKIPPED):
+            if state is UPSTREAM_FAILED:
+                # Never ran: a dependency failed (or could not run, itself).
+                assert any(
+                    states[d] in (FAILED, INVALID_RESULT, UPSTREAM_FAILED)
+                    for d in sched.graph.dependencies[n]
+                ), (n, [states[d] for d in sched.graph.dependencies[n]])
+            elif state not in (UNSCHEDULED, SKIPPED):
                 assert deps_done, (n, state)
             if state is UNSCHEDULED and not sched.ended:
                 assert not deps_done, f"t{n} is stuck unscheduled"

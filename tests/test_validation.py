@@ -167,11 +167,10 @@ def test_a_missing_dependency_is_one_error_naming_it() -> None:
     assert "'b'" in error.message
 
 
-def test_a_continue_on_failure_task_with_a_dependent_is_one_error_naming_it() -> None:
-    error = only_error([task("a", "b"), task("b", continue_on_failure=True)])
-    assert error.code == "continue-on-failure-with-dependents"
-    assert error.task == "b"
-    assert "'a'" in error.message
+def test_a_continue_on_failure_task_may_have_dependents() -> None:
+    # Its all_completed dependents become UPSTREAM_FAILED if it fails.
+    tasks = [task("a", "b"), task("b", continue_on_failure=True)]
+    assert validate_tasks(tasks) == tuple(tasks)
 
 
 def test_two_tasks_depending_on_each_other_are_a_cycle() -> None:
@@ -239,16 +238,6 @@ def test_all_missing_dependencies_of_a_task_are_named_in_one_error() -> None:
     assert "'x'" in error.message
     assert "'y'" in error.message
     assert "'b'" not in error.message
-
-
-def test_all_dependents_of_a_continue_on_failure_task_are_named() -> None:
-    error = only_error(
-        [task("b", continue_on_failure=True), task("a", "b"), task("c", "b"), task("d")]
-    )
-    assert error.task == "b"
-    assert "'a'" in error.message
-    assert "'c'" in error.message
-    assert "'d'" not in error.message
 
 
 def test_a_continue_on_failure_task_without_dependents_is_valid() -> None:
@@ -368,14 +357,12 @@ def test_errors_of_every_kind_are_reported_together_in_one_raise() -> None:
         "missing-dependencies": 1,
         "invalid-field": 1,
         "invalid-task": 2,
-        "continue-on-failure-with-dependents": 1,
         "dependency-cycle": 2,
     }
     by_code = {e.code: e for e in errors}
     assert by_code["duplicate-name"].task == "dup"
     assert by_code["missing-dependencies"].task == "lonely"
     assert by_code["invalid-field"].task == "bad"
-    assert by_code["continue-on-failure-with-dependents"].task == "soft"
     cycles = sorted(cycle_in(e) for e in errors if e.code == "dependency-cycle")
     assert cycles == [["self", "self"], ["x", "y", "x"]]
 
@@ -465,8 +452,8 @@ def test_a_mapping_is_judged_by_exactly_the_rules_of_the_constructor(
     try:
         got: list[TaskError] | Task = validate_tasks([fields])[0]
     except InvalidTasksError as error:
-        # A self-dependency is a cycle (and makes a continue_on_failure task
-        # its own dependent): list-level errors the constructor cannot see.
-        list_level = {"dependency-cycle", "continue-on-failure-with-dependents"}
+        # A self-dependency is a cycle: a list-level error the constructor
+        # cannot see.
+        list_level = {"dependency-cycle"}
         got = [e for e in error.errors if e.code not in list_level] or Task(**fields)
     assert got == expected

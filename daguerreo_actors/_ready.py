@@ -1,0 +1,140 @@
+"""The ready queue of the scheduler core: who starts next.
+
+Order: higher ``priority`` first; then the order tasks became READY, where
+tasks that became READY together are queued with more dependents first (they
+unlock the most work), then in task-list order. A retried task goes to the
+back.
+
+Two shapes, chosen once per job:
+
+- :class:`FifoReady`, when every task has the same priority and none needs
+  a resource: a deque, whose head is what starts next. Only this one
+  supports offers (``_offers.py``): they are a prefix of it.
+- :class:`RankedReady`, otherwise: one heap per *signature* (the exact
+  resources a task needs; no resources is a signature too) of
+  ``(-priority, seq, node)``. ``take(fits)`` starts the first task in the
+  order above whose resources fit: a task waiting for a resource never
+  blocks the tasks behind it that can start. Only each signature's head is
+  looked at, never the whole queue: tasks of one signature need the same
+  resources, so if its head does not fit, none of them does. The scan costs
+  one look per signature, a handful in practice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+Signature = tuple[tuple[str, int], ...]
+
+
+class FifoReady:
+    """READY nodes in start order; see the module docstring."""
+
+    __slots__ = ("_queue",)
+    fifo = True
+
+    def __init__(self) -> None:
+        self._queue: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._queue)
+
+    def __getitem__(self, position: int) -> int:
+        return self._queue[position]
+
+    def extend(self, nodes: Sequence[int]) -> None:
+        self._queue.extend(nodes)
+
+    def popleft(self) -> int:
+        return self._queue.popleft()
+
+    def take(self, fits: Callable[[int], bool]) -> int | None:
+        return self._queue.popleft() if self._queue else None
+
+    def remove(self, node: int) -> None:
+        self._queue.remove(node)
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+
+class RankedReady:
+    """READY nodes by priority, then READY order, per resource signature."""
+
+    __slots__ = ("_count", "_gone", "_heaps", "_priorities", "_seq", "_signatures")
+    fifo = False
+
+    def __init__(self, priorities: Sequence[int], resources: Sequence[Mapping[str, int]]) -> None:
+        self._priorities = priorities
+        self._signatures: list[Signature] = [tuple(sorted(r.items())) for r in resources]
+        self._heaps: dict[Signature, list[tuple[int, int, int]]] = {}
+        self._seq = itertools.count()
+        self._gone: set[tuple[int, int]] = set()  # (node, seq) removed, lazily
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        entries = [
+            e for heap in self._heaps.values() for e in heap if (e[2], e[1]) not in self._gone
+        ]
+        entries.sort()
+        return iter([node for _, _, node in entries])
+
+    def extend(self, nodes: Sequence[int]) -> None:
+        priorities, signatures, heaps = self._priorities, self._signatures, self._heaps
+        for node in nodes:
+            heap = heaps.get(signatures[node])
+            if heap is None:
+                heap = heaps[signatures[node]] = []
+            heapq.heappush(heap, (-priorities[node], next(self._seq), node))
+        self._count += len(nodes)
+
+    def take(self, fits: Callable[[int], bool]) -> int | None:
+        """Remove and return the first node in order that ``fits``, or None."""
+        best: list[tuple[int, int, int]] | None = None
+        for heap in self._heaps.values():
+            self._drop_gone(heap)
+            if heap and (best is None or heap[0] < best[0]) and fits(heap[0][2]):
+                best = heap
+        if best is None:
+            return None
+        self._count -= 1
+        return heapq.heappop(best)[2]
+
+    def remove(self, node: int) -> None:
+        for heap in self._heaps.values():
+            for _, seq, queued in heap:
+                if queued == node and (node, seq) not in self._gone:
+                    self._gone.add((node, seq))
+                    self._count -= 1
+                    return
+        raise ValueError(f"node {node} is not queued")
+
+    def clear(self) -> None:
+        self._heaps.clear()
+        self._gone.clear()
+        self._count = 0
+
+    def _drop_gone(self, heap: list[tuple[int, int, int]]) -> None:
+        gone = self._gone
+        while heap and (heap[0][2], heap[0][1]) in gone:
+            _, seq, node = heapq.heappop(heap)
+            gone.discard((node, seq))
+
+
+ReadyQueue = FifoReady | RankedReady
+
+
+def ready_queue(priorities: Sequence[int], resources: Sequence[Mapping[str, int]]) -> ReadyQueue:
+    """The queue shape a job needs (see the module docstring)."""
+    if any(resources) or len(set(priorities)) > 1:
+        return RankedReady(priorities, resources)
+    return FifoReady()
