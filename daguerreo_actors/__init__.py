@@ -16,7 +16,8 @@ from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._job import Job, cancel
 from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
-from daguerreo_actors._result import JobResult, KeyConflict
+from daguerreo_actors._result import Failure, JobResult, KeyConflict
+from daguerreo_actors._retry import RetryPolicy
 from daguerreo_actors._run import run
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
@@ -25,6 +26,7 @@ from daguerreo_actors._validation import validate_tasks
 __all__ = [
     "AttemptReport",
     "Event",
+    "Failure",
     "InternalError",
     "InvalidTasksError",
     "Job",
@@ -36,6 +38,7 @@ __all__ = [
     "NotPicklableError",
     "ProgressListener",
     "RemoteTaskError",
+    "RetryPolicy",
     "Task",
     "TaskError",
     "TaskEvent",

@@ -1,9 +1,11 @@
 """Daguerreo's generative test, reproducible: random DAGs through the real engine.
 
 Hypothesis draws the shape (size, seed of the DAG, failure and sleep rates,
-retries, concurrency, timeouts); a falsifying example is printed with its
-seed and replays exactly. The invariants are checked from the event stream
-each job reports to a listener.
+retries and retry policies, concurrency, timeouts, the failure policy,
+``run_if`` rules, resources and priorities); a falsifying example is printed
+with its seed and replays exactly. The invariants are checked from the
+event stream each job reports to a listener, and from what the task
+functions saw (resource holders are counted by the tasks themselves).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class Shape:
     max_retries: int
     max_concurrency: int
     job_timeout: float | None
+    on_failure: str = "stop"
+    cleanup_rate: float = 0.0
+    resource_rate: float = 0.0
+    policy_rate: float = 0.0
 
 
 @dataclass
@@ -45,6 +51,12 @@ class Observed:
     missing_deps: list[tuple[str, str]] = field(default_factory=list)
     late_tokens: set[int] = field(default_factory=set)
     tokens: itertools.count[int] = field(default_factory=itertools.count)
+    holders: dict[str, int] = field(default_factory=dict)
+    over_capacity: list[tuple[str, int]] = field(default_factory=list)
+
+
+#: The capacity of the job's resources.
+CAPACITY = {"db": 1, "gpu": 2}
 
 
 def build(shape: Shape, observed: Observed) -> tuple[list[d.Task], dict[str, frozenset[str]]]:
@@ -54,17 +66,43 @@ def build(shape: Shape, observed: Observed) -> tuple[list[d.Task], dict[str, fro
     for i in range(shape.n):
         picks = rnd.randint(0, min(5, i))
         deps_of[f"t{i}"] = frozenset(f"t{rnd.randrange(i)}" for _ in range(picks))
-    has_dependents = {dep for deps in deps_of.values() for dep in deps}
     for i in range(shape.n):
         name = f"t{i}"
         deps = deps_of[name]
         fails = rnd.random() < shape.fail_rate
         sleeps = rnd.random() < shape.sleep_rate
         timed = rnd.random() < shape.timeout_rate
-        fn = make_fn(name, deps, fails, sleeps, timed, rnd.randrange(2**32), observed)
-        optional = name not in has_dependents and rnd.random() < 0.3
+        run_if = "all_completed"
+        if deps and rnd.random() < shape.cleanup_rate:
+            run_if = rnd.choice(["all_done", "any_failed"])
+        resources = {}
+        if rnd.random() < shape.resource_rate:
+            resources = {rnd.choice(list(CAPACITY)): 1}
+        retry = None
+        if rnd.random() < shape.policy_rate:
+            retry = d.RetryPolicy(
+                max_retries=rnd.randint(0, 2),
+                delay=rnd.choice([0.0, 0.001]),
+                backoff=2.0,
+                jitter=rnd.choice([0.0, 0.5]),
+                retry_on=rnd.choice([None, (ValueError,), (KeyError,)]),
+                retry_timeouts=rnd.random() < 0.7,
+            )
+        fn = make_fn(
+            name, deps, fails, sleeps, timed, rnd.randrange(2**32), observed, resources, run_if
+        )
         tasks.append(
-            d.Task(name, fn, deps, timeout=0.01 if timed else None, continue_on_failure=optional)
+            d.Task(
+                name,
+                fn,
+                deps,
+                timeout=0.01 if timed else None,
+                continue_on_failure=rnd.random() < 0.2,
+                retry=retry,
+                run_if=run_if,
+                resources=resources,
+                priority=rnd.randint(0, 2) if shape.resource_rate else 0,
+            )
         )
     return tasks, deps_of
 
@@ -77,19 +115,36 @@ def make_fn(
     timed: bool,
     seed: int,
     observed: Observed,
+    resources: Mapping[str, int],
+    run_if: str,
 ) -> Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]:
     rnd = random.Random(seed)
     lock = threading.Lock()
 
     def fn(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+        # The task counts the holders of what it holds, itself.
+        with observed.lock:
+            for resource in resources:
+                held = observed.holders[resource] = observed.holders.get(resource, 0) + 1
+                if held > CAPACITY[resource]:
+                    observed.over_capacity.append((resource, held))
+        try:
+            return body(ctx, is_active)
+        finally:
+            with observed.lock:
+                for resource in resources:
+                    observed.holders[resource] -= 1
+
+    def body(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
         with lock:
             raise_now = fails and rnd.random() < 0.5
             pause = rnd.random() * 0.003 if sleeps else 0.0
             overrun = timed and rnd.random() < 0.5
-        for dep in deps:
-            if dep not in ctx:
-                with observed.lock:
-                    observed.missing_deps.append((name, dep))
+        if run_if == "all_completed":  # every dependency completed: its key is there
+            for dep in deps:
+                if dep not in ctx:
+                    with observed.lock:
+                        observed.missing_deps.append((name, dep))
         if pause:
             time.sleep(pause)
         if overrun:
@@ -116,7 +171,13 @@ shapes = st.builds(
     max_retries=st.integers(0, 3),
     max_concurrency=st.integers(1, 8),
     job_timeout=st.sampled_from([None, None, None, 0.05, 0.3]),
+    on_failure=st.sampled_from(["stop", "continue"]),
+    cleanup_rate=st.sampled_from([0.0, 0.1, 0.3]),
+    resource_rate=st.sampled_from([0.0, 0.0, 0.3]),
+    policy_rate=st.sampled_from([0.0, 0.2]),
 )
+
+_FAILED_LIKE = (TaskState.FAILED, TaskState.INVALID_RESULT, TaskState.UPSTREAM_FAILED)
 
 
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -124,6 +185,10 @@ shapes = st.builds(
 def test_random_dags_keep_every_invariant(shape: Shape) -> None:
     observed = Observed()
     tasks, deps_of = build(shape, observed)
+    by_name = {t.name: t for t in tasks}
+    max_retries = {
+        t.name: t.retry.max_retries if t.retry is not None else shape.max_retries for t in tasks
+    }
     events: list[d.Event] = []
     started = time.monotonic()
     job = d.run(
@@ -132,6 +197,9 @@ def test_random_dags_keep_every_invariant(shape: Shape) -> None:
         max_concurrency=shape.max_concurrency,
         listeners=[events.append],
         timeout=shape.job_timeout,
+        on_failure=shape.on_failure,
+        resources=CAPACITY,
+        seed=shape.seed,
     )
     result = job.get(timeout=60)  # the job always ends
     elapsed = time.monotonic() - started
@@ -148,10 +216,11 @@ def test_random_dags_keep_every_invariant(shape: Shape) -> None:
 
     last: dict[str, TaskState] = {}
     terminal_count: dict[str, int] = dict.fromkeys(deps_of, 0)
-    completed_attempt: dict[str, int] = {}
     running = 0
-    for event in events[1:-1]:
-        assert isinstance(event, TaskEvent)
+    stopped = False  # on_failure="stop" and a failure counted
+    task_events = [e for e in events[1:-1] if isinstance(e, TaskEvent)]
+    for position, event in enumerate(task_events):
+        task = by_name[event.task]
         previous = last.get(event.task, TaskState.UNSCHEDULED)
         assert event.old_state is previous, event
         assert (event.old_state, event.new_state) in TASK_TRANSITIONS, event
@@ -161,25 +230,42 @@ def test_random_dags_keep_every_invariant(shape: Shape) -> None:
         if event.new_state is TaskState.RUNNING:
             running += 1
             assert running <= shape.max_concurrency
-            for dep in deps_of[event.task]:
-                assert last.get(dep) is TaskState.COMPLETED, (event.task, dep)
+            dep_states = [last.get(dep) for dep in deps_of[event.task]]
+            if task.run_if == "all_completed":
+                assert all(s is TaskState.COMPLETED for s in dep_states), (event.task, dep_states)
+            else:
+                assert all(s in TERMINAL_TASK_STATES for s in dep_states), (event.task, dep_states)
+                if task.run_if == "any_failed":
+                    assert any(s in _FAILED_LIKE for s in dep_states), (event.task, dep_states)
+            follows = task_events[position + 1 : position + 2]
+            started_to_cancel = bool(follows) and follows[0].new_state is TaskState.CANCELLED
+            if stopped and not started_to_cancel:
+                assert task.run_if != "all_completed", f"{event.task} started after the stop"
         elif event.old_state is TaskState.RUNNING:
             running -= 1
-        if event.new_state is TaskState.COMPLETED:
-            completed_attempt[event.task] = event.attempt
-        assert event.attempt <= shape.max_retries + 1
+        counts = event.new_state is TaskState.INVALID_RESULT or (
+            event.new_state is TaskState.FAILED and not task.continue_on_failure
+        )
+        if counts and shape.on_failure == "stop":
+            stopped = True
+        assert event.attempt <= max_retries[event.task] + 1
 
     assert all(count == 1 for count in terminal_count.values()), terminal_count
     assert result.task_states == last
-    assert all(a <= shape.max_retries + 1 for a in result.attempts.values())
+    assert all(a <= max_retries[name] + 1 for name, a in result.attempts.items())
     assert observed.missing_deps == []
+    assert observed.over_capacity == []
     completed = {name for name, state in last.items() if state is TaskState.COMPLETED}
     assert set(result.ctx) == completed
     assert not observed.late_tokens & set(result.ctx.values())
+    failed = [n for n, st_ in last.items() if st_ in (TaskState.FAILED, TaskState.INVALID_RESULT)]
+    assert sorted(f.task for f in result.failures if f.task) == sorted(failed)
     if result.state is JobState.COMPLETED:
-        optional = {t.name for t in tasks if t.continue_on_failure}
-        assert set(deps_of) - completed <= optional
-        assert all(last[name] is TaskState.FAILED for name in set(deps_of) - completed)
+        for name in set(deps_of) - completed:
+            state = last[name]
+            assert state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED), name
+            if state is TaskState.FAILED:
+                assert by_name[name].continue_on_failure
     elif result.state is JobState.FAILED:
         assert result.failed_task is not None
         assert last[result.failed_task] in (TaskState.FAILED, TaskState.INVALID_RESULT)
