@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 import daguerreo_actors as d
-from bench import fixed, shapes
+from bench import fixed, policies, shapes
 from bench.engines import ENGINES, KINDS, Runner, functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,7 +219,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from bench.run import configure_typical_logging, read_status
 configure_typical_logging()
 import daguerreo_actors as d
-from bench import fixed, shapes
+from bench import fixed, policies, shapes
 from bench.engines import functions
 spec = shapes.build("random", {n})
 fns = functions(spec, "newkey")
@@ -359,6 +359,7 @@ def report(
     debug_cost: dict[str, dict[str, float]] | None,
     elapsed: float,
     fixed_costs: dict[str, Any] | None = None,
+    policy_costs: tuple[dict[str, float], dict[str, float]] | None = None,
 ) -> tuple[str, list[tuple[str, bool, str]]]:
     lines = [
         "# Benchmarks",
@@ -448,6 +449,10 @@ def report(
         )
         lines += fixed_lines
         checks += fixed_checks
+    if policy_costs is not None:
+        policy_lines, policy_checks = policies.report_lines(*policy_costs)
+        lines += policy_lines
+        checks += policy_checks
     lines += ["## Scenarios", ""]
     if big is not None:
         per_task = big["engine_rss"] / big["n"]
