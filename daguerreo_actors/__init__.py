@@ -3,6 +3,8 @@
 See the README for the guarantees; the names below are the whole public API.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from daguerreo_actors._console import ProgressListener, event_logger
 from daguerreo_actors._diagram import to_dot, to_mermaid
 from daguerreo_actors._errors import (
@@ -11,12 +13,13 @@ from daguerreo_actors._errors import (
     NotPicklableError,
     RemoteTaskError,
     TaskError,
+    TaskInterrupted,
 )
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._job import Job, cancel
 from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
-from daguerreo_actors._result import Failure, JobResult, KeyConflict
+from daguerreo_actors._result import Failure, JobResult, KeyConflict, Straggler
 from daguerreo_actors._retry import RetryPolicy
 from daguerreo_actors._run import run
 from daguerreo_actors._states import JobState, TaskState
@@ -36,12 +39,15 @@ __all__ = [
     "JobState",
     "KeyConflict",
     "NotPicklableError",
+    "ProcessTier",
     "ProgressListener",
     "RemoteTaskError",
     "RetryPolicy",
+    "Straggler",
     "Task",
     "TaskError",
     "TaskEvent",
+    "TaskInterrupted",
     "TaskReport",
     "TaskState",
     "cancel",
@@ -54,3 +60,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from daguerreo_actors._tier_pebble import ProcessTier
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the process tier pulls in multiprocessing.
+    if name == "ProcessTier":
+        from daguerreo_actors._tier_pebble import ProcessTier
+
+        return ProcessTier
+    raise AttributeError(f"module 'daguerreo_actors' has no attribute {name!r}")

@@ -28,7 +28,11 @@ ABANDONED = 2
 
 
 class Handle(Protocol):
-    """Where a tier runs an attempt; ``cancel`` carries an abandon there."""
+    """Where a tier runs an attempt; ``cancel`` carries an abandon there.
+
+    A handle whose tier can stop running code by force also has ``kill()``
+    (see :meth:`Attempt.kill`).
+    """
 
     def cancel(self) -> None: ...
 
@@ -36,9 +40,31 @@ class Handle(Protocol):
 class Attempt:
     """One attempt of one task; see the module docstring."""
 
-    __slots__ = ("_lock", "deadline", "fate", "handle", "node", "number", "started_at", "task")
+    __slots__ = (
+        "_clock",
+        "_lock",
+        "abandoned_at",
+        "deadline",
+        "fate",
+        "handle",
+        "last_beat",
+        "node",
+        "number",
+        "progress",
+        "returned",
+        "started",
+        "started_at",
+        "task",
+    )
 
-    def __init__(self, node: int, number: int, task: str, lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        node: int,
+        number: int,
+        task: str,
+        lock: threading.Lock,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.node = node
         self.number = number
         self.task = task
@@ -50,14 +76,55 @@ class Attempt:
         self.handle: Handle | None = None
         self.fate = ACTIVE
         self._lock = lock
+        #: Its code began (a tier got it), and has returned (or raised) since.
+        self.started = False
+        self.returned = False
+        #: When it was abandoned (monotonic; the deadline for a timeout).
+        self.abandoned_at: float | None = None
+        #: With a heartbeat (``clock`` given): when ``is_active`` was last called.
+        self._clock = clock
+        self.last_beat = 0.0
+        #: The last ``progress`` given to ``is_active``.
+        self.progress: object = None
 
     def __repr__(self) -> str:
         fate = ("active", "finished", "abandoned")[self.fate]
         return f"<Attempt {self.task!r} #{self.number} {fate}>"
 
-    def is_active(self) -> bool:
-        """True while the attempt is still wanted: poll it in long loops."""
+    def is_active(self, progress: object = None) -> bool:
+        """True while the attempt is still wanted: poll it in long loops.
+
+        ``progress`` (any small value) is kept as the attempt's progress, for
+        the progress display, the log and the report.
+        """
+        if progress is not None:
+            self.progress = progress
+        if self._clock is not None:
+            self.last_beat = self._clock()  # a heartbeat: the attempt is alive
         return self.fate == ACTIVE
+
+    def begin(self) -> bool:
+        """Its code is about to run: False if it was abandoned first (it never runs)."""
+        with self._lock:
+            if self.fate != ACTIVE:
+                return False
+            self.started = True
+            if self._clock is not None:
+                self.last_beat = self._clock()
+            return True
+
+    def straggling(self) -> bool:
+        """Abandoned while its code runs, and not returned yet (the lock held)."""
+        return self.fate == ABANDONED and self.started and not self.returned
+
+    def kill(self) -> bool:
+        """Stop the code by force where its tier can; True if something was done."""
+        handle = self.handle
+        kill = getattr(handle, "kill", None)
+        if kill is None:
+            return False
+        kill()
+        return True
 
     def finish(self) -> bool:
         """Its code is done: True if it was still wanted (its report counts)."""
@@ -65,22 +132,29 @@ class Attempt:
             return self.finish_locked()
 
     def finish_locked(self) -> bool:
-        """``finish``, for a caller that holds the job's lock."""
+        """``finish``, for a caller that holds the job's lock; the code has returned."""
+        self.returned = True
         if self.fate != ACTIVE:
             return False
         self.fate = FINISHED
         return True
 
-    def abandon(self) -> bool:
-        """No longer wanted: False if it had finished (its report is on its way)."""
+    def abandon(self, at: float | None = None) -> bool:
+        """No longer wanted (at ``at``, monotonic): False if it had finished."""
         with self._lock:
-            if self.fate == FINISHED:
-                return False
-            self.fate = ABANDONED
-            handle = self.handle
+            abandoned, handle = self.abandon_locked(at)
         if handle is not None:
             handle.cancel()
-        return True
+        return abandoned
+
+    def abandon_locked(self, at: float | None = None) -> tuple[bool, Handle | None]:
+        """``abandon``, the lock held: (abandoned?, the handle the caller must cancel)."""
+        if self.fate == FINISHED:
+            return False, None
+        if self.fate == ACTIVE:
+            self.abandoned_at = at
+        self.fate = ABANDONED
+        return True, self.handle
 
     def attach(self, handle: Handle, before: Callable[[], None] | None = None) -> bool:
         """Record where the attempt runs, unless it was abandoned meanwhile.

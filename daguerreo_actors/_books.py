@@ -40,6 +40,8 @@ class Transition:
     detail: str | None = None
     #: Into EXCEPTION or TIMED_OUT: seconds until the retry (None: no retry).
     retry_in: float | None = None
+    #: Into TIMED_OUT: ``"deadline"`` or ``"heartbeat"``.
+    reason: str | None = None
 
 
 _UNSCHEDULED = TaskState.UNSCHEDULED
@@ -92,6 +94,7 @@ class Books:
         record: bool = True,
         decide_end: Callable[[JobState], JobState] | None = None,
         revoke: Callable[[int], bool] | None = None,
+        overlap: Sequence[bool] | None = None,
     ) -> None:
         n = len(graph)
         if len(max_retries) != n or len(continue_on_failure) != n:
@@ -108,6 +111,13 @@ class Books:
         self.resources: Sequence[Mapping[str, int]] = resources or [EMPTY] * n
         self.free: dict[str, int] = dict(capacity or {})
         self.held: dict[tuple[int, int], Mapping[str, int]] = {}
+        # No overlap (``_scheduler.py``): a timed-out attempt's slot stays
+        # taken until its code returns, and its retry waits for that.
+        self.overlap: Sequence[bool] = overlap if overlap is not None else [True] * n
+        self.occupying: set[tuple[int, int]] = set()  # (node, attempt) holding a slot
+        self.occupied = 0
+        self.waiting_time: set[int] = set()  # retries waiting for their delay
+        self.waiting_code: set[int] = set()  # retries waiting for the code to return
         self.states: list[TaskState] = [_UNSCHEDULED] * n
         self.attempts: list[int] = [0] * n
         self.waiting_on: list[int] = [len(deps) for deps in graph.dependencies]
@@ -209,6 +219,7 @@ class Books:
         exception: BaseException | None = None,
         detail: str | None = None,
         retry_in: float | None = None,
+        reason: str | None = None,
     ) -> None:
         old = self.states[node]
         if id(new) not in _NEXT[id(old)]:
@@ -216,7 +227,9 @@ class Books:
         self.states[node] = new
         if self.record or id(new) in _NOTABLE:
             self.transitions.append(
-                Transition(node, old, new, self.attempts[node], result, exception, detail, retry_in)
+                Transition(
+                    node, old, new, self.attempts[node], result, exception, detail, retry_in, reason
+                )
             )
 
     def _set_job(self, new: JobState) -> None:

@@ -26,6 +26,7 @@ to the pool.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -47,11 +48,14 @@ if TYPE_CHECKING:
 class CommitSide(MailboxActor):
     """The commit methods of the JobActor (see the module docstring)."""
 
-    __slots__ = ("_book",)
+    __slots__ = ("_book", "_stopped", "_stragglers")
 
     # The ctx snapshot and its writers, swapped (never changed) under the
     # lock; the rest is the JobActor's.
     _book: CtxBook
+    #: Attempts abandoned while their code runs (``_overrun.py``), under the lock.
+    _stragglers: dict[Attempt, None]
+    _stopped: threading.Condition
     _graph: Graph
     _on_conflict: str
     _offers: Offers | None
@@ -93,7 +97,7 @@ class CommitSide(MailboxActor):
                 actor, taken_attempt = taken
                 actor.accept(RunAttempt(taken_attempt, book.snapshot))
             return self._after_commit(drain, here and taken is None, taken)
-        self._late(attempt)
+        self._late(attempt, discarded=True)
         return None
 
     def commit_raised(
@@ -120,6 +124,13 @@ class CommitSide(MailboxActor):
             "other (on_conflict='error')"
         )
 
+    def code_done(self, attempt: Attempt) -> None:
+        """An attempt's code is over without a report (a bug of ours broke it)."""
+        with self._lock:
+            attempt.returned = True
+            self._stragglers.pop(attempt, None)
+            self._stopped.notify_all()
+
     def internal_failure(self, where: str, exc: BaseException) -> None:
         """A bug of ours outside the JobActor (a TaskActor): fail the job clearly."""
         self.tell(InternalFailure(where, exc))
@@ -135,11 +146,17 @@ class CommitSide(MailboxActor):
             return None
         return self._after_commit(drain, here, None)
 
-    def _late(self, attempt: Attempt) -> None:
+    def _late(self, attempt: Attempt, discarded: bool = False) -> None:
         """The code of an attempt that was no longer wanted is done: logged, never merged."""
         self._outbox.log.late_result(attempt.task, attempt.number)
+        with self._lock:
+            straggled = self._stragglers.pop(attempt, None) is not None
+            self._stopped.notify_all()
+        if straggled:
+            past = self._clock.monotonic() - (attempt.abandoned_at or 0.0)
+            self._outbox.log.attempt_overran(attempt.task, attempt.number, past, discarded)
         if attempt.fate == ABANDONED:
-            # What it held (resources) is free now.
+            # What it held (a slot, resources, its retry) is free now.
             self.tell(CodeReturned(attempt))
 
     def _after_commit(

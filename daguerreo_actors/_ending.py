@@ -13,6 +13,7 @@ built, the Job resolves FAILED with an :class:`InternalError`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,11 @@ class Ending(CommitSide):
         self._step("outbox.close", self._outbox.close)
         for tier in {id(t): t for t in self._tiers}.values():
             self._step("tier.close", tier.close)
+        with self._lock:
+            self._stopped.notify_all()
+            gone = not self._stragglers
+        if gone:
+            self._stragglers_gone()
 
     def _withdraw(self) -> None:
         if self._offers is not None:
@@ -78,8 +84,15 @@ class Ending(CommitSide):
         self._attempts.clear()
         self._actors.clear()
         self._offered.clear()
+        now = self._clock.monotonic()
         for attempt in attempts:
-            self._step("abandon", attempt.abandon)
+            self._step("abandon", functools.partial(self._give_up, attempt, now))
+
+    def _give_up(self, attempt: Attempt, at: float) -> bool:
+        raise NotImplementedError
+
+    def _stragglers_gone(self) -> None:
+        raise NotImplementedError
 
     def _step(self, where: str, step: Any) -> Any:
         try:

@@ -77,6 +77,15 @@ class NotPicklableError(TypeError):
     """
 
 
+class TaskInterrupted(BaseException):
+    """Raised inside a thread task with ``interrupt=True`` that outlived ``kill_after``.
+
+    A BaseException, so an ``except Exception`` in the task does not swallow
+    it; ``finally`` blocks still run. It cannot interrupt a blocking system
+    call (it arrives when the call returns to Python code).
+    """
+
+
 class RemoteTaskError(Exception):
     """What a task raised in another process (or on a Dask worker) that could not be pickled.
 

@@ -36,6 +36,8 @@ class TaskEvent:
     exception: BaseException | None = None
     #: Into EXCEPTION or TIMED_OUT: seconds until the retry; None when none follows.
     retry_in: float | None = None
+    #: Into TIMED_OUT: ``"deadline"`` or ``"heartbeat"`` (None otherwise).
+    reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

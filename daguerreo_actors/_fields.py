@@ -162,6 +162,37 @@ def _resources(value: object) -> tuple[object, str | None]:
     return types.MappingProxyType(dict(value)), None
 
 
+def _seconds_or_none(value: object) -> tuple[object, str | None]:
+    if value is None:
+        return None, None
+    if not is_positive_seconds(value):
+        return None, f"must be None or a number of seconds > 0, got {describe(value)}"
+    return to_seconds(cast(float, value)), None
+
+
+def _kill_after(value: object) -> tuple[object, str | None]:
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
+        return 5.0, f"must be a number of seconds >= 0 (inf: never), got {describe(value)}"
+    if math.isnan(value) or value < 0:
+        return 5.0, f"must be a number of seconds >= 0 (inf: never), got {describe(value)}"
+    return to_seconds(value), None
+
+
+def _executor(value: object) -> tuple[object, str | None]:
+    if value is None or value == "processes":
+        return value, None
+    from concurrent.futures import Executor
+
+    from daguerreo_actors._tiers import is_dask_client, is_tier
+
+    if isinstance(value, Executor) or is_dask_client(value) or is_tier(value):
+        return value, None
+    return None, (
+        "must be None, 'processes', a concurrent.futures.Executor, a ProcessTier or a "
+        f"distributed.Client, got {describe(value)}"
+    )
+
+
 def _priority(value: object) -> tuple[object, str | None]:
     if type(value) is bool or not isinstance(value, int):
         return 0, f"must be an int, got {describe(value)}"
@@ -180,4 +211,9 @@ FIELDS: dict[str, tuple[Check, object]] = {
     "run_if": (_run_if, "all_completed"),
     "resources": (_resources, None),
     "priority": (_priority, 0),
+    "overlap": (_bool, False),
+    "kill_after": (_kill_after, 5.0),
+    "interrupt": (_bool, False),
+    "heartbeat": (_seconds_or_none, None),
+    "executor": (_executor, None),
 }

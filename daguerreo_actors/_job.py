@@ -25,7 +25,7 @@ import pykka
 from daguerreo_actors._clock import real_monotonic
 from daguerreo_actors._logwriter import flush as flush_log
 from daguerreo_actors._messages import CancelJob
-from daguerreo_actors._result import JobResult
+from daguerreo_actors._result import JobResult, Straggler
 from daguerreo_actors._states import JobState
 
 if TYPE_CHECKING:
@@ -89,6 +89,21 @@ class Job(pykka.ThreadingFuture[JobResult]):
         except pykka.Timeout:  # pragma: no cover - only with a broken engine
             pass
         return True
+
+    def stragglers(self) -> tuple[Straggler, ...]:
+        """Attempts abandoned (timed out, or the job ended) whose code still runs.
+
+        Also after the job ended: Python cannot stop a thread, so a task
+        that ignores ``is_active()`` runs on (see ``kill_after``).
+        """
+        return self._actor.stragglers()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the job ended and every attempt's code has returned.
+
+        Returns False if ``timeout`` seconds (real time) passed first.
+        """
+        return self._actor.wait_stopped(timeout)
 
     @property
     def dropped_events(self) -> tuple[int, ...]:

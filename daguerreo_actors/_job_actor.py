@@ -28,12 +28,13 @@ of its own ends the job FAILED with an :class:`InternalError`, never a hang.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
 from daguerreo_actors._ctx import CtxBook
-from daguerreo_actors._ending import Ending
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
 from daguerreo_actors._messages import (
@@ -41,9 +42,11 @@ from daguerreo_actors._messages import (
     CancelJob,
     CodeReturned,
     DeadlinePassed,
+    HeartbeatCheck,
     InternalFailure,
     Invalid,
     JobDeadlinePassed,
+    KillDue,
     Raised,
     RetryDue,
     Start,
@@ -52,12 +55,13 @@ from daguerreo_actors._messages import (
 from daguerreo_actors._offers import OFFERS_PER_SLOT, Offers
 from daguerreo_actors._options import JobOptions
 from daguerreo_actors._outbox import Outbox
+from daguerreo_actors._overrun import Overrun
 from daguerreo_actors._result import KeyConflict
 from daguerreo_actors._retry import delays
 from daguerreo_actors._scheduler import Scheduler, retry_allowed
 from daguerreo_actors._states import JobState
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
-from daguerreo_actors._tiers import Tier, is_async, tier_for
+from daguerreo_actors._tiers import Tier, tiers_for
 
 if TYPE_CHECKING:
     from daguerreo_actors._graph import Graph
@@ -66,12 +70,13 @@ if TYPE_CHECKING:
     from daguerreo_actors._task import Task
 
 
-class JobActor(Ending):
+class JobActor(Overrun):
     """Runs one job; see the module docstring."""
 
     __slots__ = (
         "_actors",
         "_attempts",
+        "_beats",
         "_claimed_at",
         "_clock",
         "_conflicts",
@@ -132,6 +137,7 @@ class JobActor(Ending):
             run_if=[t.run_if for t in tasks],
             on_failure=options.on_failure,
             priorities=[t.priority for t in tasks],
+            overlap=[t.overlap for t in tasks],
             resources=[t.resources for t in tasks],
             capacity=options.capacity,
             ctx=ctx,
@@ -143,11 +149,7 @@ class JobActor(Ending):
         self._conflicts: list[KeyConflict] = []
         self._book = CtxBook.initial(ctx, track_writers=options.on_conflict != "ignore")
         executor = options.executor
-        tier = tier_for(executor, job_id, len(tasks))
-        # A coroutine function always runs on the engine's event loop.
-        self._tiers: tuple[Tier, ...] = tuple(
-            _async_tier() if is_async(t.fn) else tier for t in tasks
-        )
+        self._tiers: tuple[Tier, ...] = tiers_for(tasks, executor, job_id)
         # Offers need threads that run attempts themselves: the pool's.
         self._offers = Offers(self._lock) if executor is None else None
         self._attempts: dict[int, Attempt] = {}  # the running attempt of each node
@@ -162,6 +164,10 @@ class JobActor(Ending):
             job_id, graph, log, clock, links, options.started, self.job._set_state
         )
         self._resolved = False
+        self._stragglers = {}
+        self._stopped = threading.Condition(self._lock)
+        self._kill_timers = None
+        self._beats = tuple(t.heartbeat is not None for t in tasks)
         #: The most TaskActors this job held at once (see ``_offers.py``).
         self.peak_task_actors = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -174,6 +180,8 @@ class JobActor(Ending):
             CancelJob: self._on_cancel,
             ActorLost: self._on_lost,
             InternalFailure: self._on_internal_failure,
+            KillDue: self._on_kill_due,
+            HeartbeatCheck: self._on_heartbeat,
             RetryDue: self._on_retry_due,
             CodeReturned: self._on_code_returned,
         }
@@ -245,9 +253,13 @@ class JobActor(Ending):
 
     def _on_deadline(self, message: DeadlinePassed) -> None:
         attempt = message.attempt
+        if self._attempts.get(attempt.node) is attempt and attempt.deadline is not None:
+            self._time_out(attempt, at=attempt.deadline, reason="deadline")
+
+    def _time_out(self, attempt: Attempt, *, at: float, reason: str) -> None:
         node = attempt.node
-        if self._attempts.get(node) is not attempt or not attempt.abandon():
-            return  # it had already ended, or finished in time: its report is on the way
+        if not self._give_up(attempt, at):
+            return  # it finished in time: its report is on the way
         retry = self._retries[node].policy.retry_timeouts and retry_allowed(
             attempt.number, self._max_retries[node]
         )
@@ -255,7 +267,12 @@ class JobActor(Ending):
         # The node's TaskActor may still be busy in the abandoned code: a
         # retry gets a fresh one.
         self._actors.pop(node, None)
-        started = self._core.timed_out(node, attempt.number, retry, delay)
+        started = self._core.timed_out(node, attempt.number, retry, delay, reason)
+        with self._lock:
+            running = attempt.straggling()
+        if started is not None and not running:
+            # Its code never started, or is already done: nothing to wait for.
+            started += self._core.code_returned(node, attempt.number) or []
         self._after_failure(attempt, started, retry)
 
     def _after_failure(self, attempt: Attempt, started: list[int] | None, retry: bool) -> None:
@@ -277,6 +294,8 @@ class JobActor(Ending):
         started = self._core.code_returned(attempt.node, attempt.number)
         if started is not None:
             self._carry_out(started)
+        if not self._stragglers:
+            self._stragglers_gone()
 
     def _job_deadline_passed(self) -> None:
         self.tell(JobDeadlinePassed())
@@ -330,9 +349,10 @@ class JobActor(Ending):
             attempt = self._attempts.pop(node, None)
             pair = self._offered.pop(node, None)
             self._actors.pop(node, None)
+            now = self._clock.monotonic()
             for each in (attempt, None if pair is None else pair[1]):
                 if each is not None:
-                    self._step("abandon", each.abandon)
+                    self._step("abandon", functools.partial(self._give_up, each, now))
         nodes.clear()
 
     def _wait_for_retries(self, waits: list[tuple[int, int, float]]) -> None:
@@ -353,12 +373,16 @@ class JobActor(Ending):
                 actor, attempt = taken_back
             else:
                 actor = self._actors.get(node) or self._new_actor(node)
-                attempt = Attempt(node, core.attempts[node], self._names[node], self._lock)
+                attempt = self._new_attempt(node, core.attempts[node])
             self._actors[node] = actor
             attempt.started_at = self._started_at[node] = now
             self._attempts[node] = attempt
             if self._has_timeouts:
                 self._arm(attempt)
+            if self._beats[node]:
+                heartbeat = self._tasks[node].heartbeat
+                assert heartbeat is not None
+                self._arm_heartbeat(attempt, now + heartbeat)
             if actor.accept(RunAttempt(attempt, ctx)):
                 self.keep_or_dispatch(actor)
         self._count_actors()
@@ -369,11 +393,10 @@ class JobActor(Ending):
         if not nodes:
             return
         attempts = core.attempts
-        names = self._names
         published = []
         for node in nodes:
             actor = self._actors.pop(node, None) or self._new_actor(node)
-            pair = (actor, Attempt(node, attempts[node] + 1, names[node], self._lock))
+            pair = (actor, self._new_attempt(node, attempts[node] + 1))
             self._offered[node] = pair
             published.append(pair)
         assert self._offers is not None
@@ -388,6 +411,11 @@ class JobActor(Ending):
     def _revoke(self, node: int) -> bool:
         return self._offers is None or self._offers.revoke(node)
 
+    def _new_attempt(self, node: int, number: int) -> Attempt:
+        # With a heartbeat, is_active() stamps the time it is called.
+        clock = self._clock.monotonic if self._beats[node] else None
+        return Attempt(node, number, self._names[node], self._lock, clock)
+
     def _new_actor(self, node: int) -> TaskActor:
         task = self._tasks[node]
         policy = self._retries[node].policy
@@ -399,10 +427,3 @@ class JobActor(Ending):
         if timeout is not None:
             attempt.deadline = attempt.started_at + timeout
             self._timers.call_at(attempt.deadline, lambda: self.tell(DeadlinePassed(attempt)))
-
-
-def _async_tier() -> Tier:
-    # Imported on first use: asyncio costs about 24 ms to import.
-    from daguerreo_actors._tier_async import ASYNC
-
-    return ASYNC

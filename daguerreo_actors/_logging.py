@@ -176,6 +176,7 @@ class TransitionLog:
         exception: BaseException | None = None,
         detail: str | None = None,
         retry_in: float | None = None,
+        reason: str | None = None,
         duration: float | None = None,
         dependencies: list[str] | None = None,
     ) -> None:
@@ -194,6 +195,8 @@ class TransitionLog:
             fields["dependencies"] = dependencies
         if new is TaskState.EXCEPTION or new is TaskState.TIMED_OUT:
             fields["retry_in"] = None if retry_in is None else round(retry_in, 6)
+        if reason is not None:
+            fields["reason"] = reason
         prepare: Callable[[dict[str, Any]], None] | None = None
         if exception is not None:
             prepare = _ExceptionFields(exception, new is TaskState.FAILED)
@@ -231,6 +234,27 @@ class TransitionLog:
                     "dropped": dropped,
                     "backlog_limit": limit,
                     "when": "job end (total)" if final else "backlog full (dropping starts)",
+                },
+            )
+
+    def attempt_overrunning(self, task: str, attempt: int, seconds: float) -> None:
+        if self.warning_enabled:
+            self.emit(
+                logging.WARNING,
+                "attempt_overrunning",
+                {"task": task, "attempt": attempt, "seconds_past": round(seconds, 3)},
+            )
+
+    def attempt_overran(self, task: str, attempt: int, seconds: float, discarded: bool) -> None:
+        if self.warning_enabled:
+            self.emit(
+                logging.WARNING,
+                "attempt_overran",
+                {
+                    "task": task,
+                    "attempt": attempt,
+                    "seconds_past": round(seconds, 3),
+                    "result_discarded": discarded,
                 },
             )
 

@@ -78,6 +78,18 @@ class RetryDue:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class KillDue:
+    """``kill_after`` seconds past an attempt's abandon: stop it if it still runs."""
+
+    attempt: Attempt
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatCheck:
+    attempt: Attempt
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class CodeReturned:
     """An abandoned attempt's code returned (or raised) at last."""
 

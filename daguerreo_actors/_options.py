@@ -24,7 +24,7 @@ from daguerreo_actors._ctx import ON_CONFLICT
 from daguerreo_actors._fields import is_positive_seconds, to_seconds
 from daguerreo_actors._retry import Resolved, RetryPolicy, resolve
 from daguerreo_actors._task import Task
-from daguerreo_actors._tiers import is_dask_client
+from daguerreo_actors._tiers import is_dask_client, is_tier
 
 #: The default ``max_concurrency``: one running task per CPU.
 DEFAULT_MAX_CONCURRENCY: int = os.cpu_count() or 1
@@ -97,11 +97,11 @@ def check_options(
         raise TypeError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-    if executor is not None and not isinstance(executor, Executor):
-        if not is_dask_client(executor):
+    if executor is not None and not isinstance(executor, Executor) and executor != "processes":
+        if not is_dask_client(executor) and not is_tier(executor):
             raise TypeError(
-                "executor must be a concurrent.futures.Executor, a distributed.Client "
-                f"or None, got {type(executor).__name__}"
+                "executor must be None, 'processes', a concurrent.futures.Executor, a "
+                f"ProcessTier or a distributed.Client, got {type(executor).__name__}"
             )
         if importlib.util.find_spec("distributed") is None:
             raise ImportError(

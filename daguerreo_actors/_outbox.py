@@ -92,6 +92,7 @@ class Outbox:
                     exception=t.exception,
                     detail=t.detail,
                     retry_in=t.retry_in,
+                    reason=t.reason,
                     duration=mono - started_at[node] if old is _RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]
@@ -111,6 +112,7 @@ class Outbox:
                         t.result,
                         t.exception,
                         t.retry_in,
+                        t.reason,
                     )
                 )
         while pending is not None:

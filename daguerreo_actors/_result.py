@@ -47,6 +47,19 @@ class KeyConflict:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Straggler:
+    """An attempt abandoned (timed out, or its job ended) whose code still runs.
+
+    ``overrun`` is the seconds since it was abandoned (its deadline, or the
+    job's end).
+    """
+
+    task: str
+    attempt: int
+    overrun: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobResult:
     """The outcome of a job.
 

@@ -160,36 +160,71 @@ class Scheduler(Propagation):
         return self._after_failure(node, _EXCEPTION, exception, retry, delay)
 
     def timed_out(
-        self, node: int, attempt: int, retry: bool, delay: float = 0.0
+        self,
+        node: int,
+        attempt: int,
+        retry: bool,
+        delay: float = 0.0,
+        reason: str = "deadline",
     ) -> list[int] | None:
-        """The attempt passed its deadline; its code may still run (it keeps its resources)."""
+        """The attempt passed its deadline (or its heartbeat); its code may still run.
+
+        Its resources stay held until ``code_returned``; so does its slot,
+        and its retry waits for that, unless the task may ``overlap``.
+        """
         if not self._is_current(node, attempt):
             return None
         self._check_retry(node, retry)
-        self._set(node, _TIMED_OUT, retry_in=delay if retry else None)
+        self._set(node, _TIMED_OUT, retry_in=delay if retry else None, reason=reason)
         self.running -= 1
-        return self._after_failure(node, _TIMED_OUT, None, retry, delay)
+        wait_code = not self.overlap[node]
+        if wait_code:
+            self.occupying.add((node, attempt))
+            self.occupied += 1
+        return self._after_failure(node, _TIMED_OUT, None, retry, delay, wait_code)
 
     def retry_due(self, node: int, attempt: int) -> list[int] | None:
         """The delay before a retry is over: EXCEPTION (or TIMED_OUT) -> READY."""
-        state = self.states[node]
-        if (
-            state not in (_EXCEPTION, _TIMED_OUT)
-            or self.attempts[node] != attempt
-            or self.job_state is not JobState.RUNNING
-        ):
+        if not self._retry_waits_for(node, attempt) or node not in self.waiting_time:
             return None
-        self._set(node, _READY)
-        self.ready.extend([node])
+        self.waiting_time.discard(node)
+        if node not in self.waiting_code:
+            self._set(node, _READY)
+            self.ready.extend([node])
         return self._dispatch()
 
     def code_returned(self, node: int, attempt: int) -> list[int] | None:
-        """An abandoned attempt's code returned at last: its resources are free."""
-        if self.held.pop((node, attempt), None) is None:
+        """An abandoned attempt's code returned at last: what it held is free.
+
+        Its resources, its slot (without overlap), and its retry may now
+        come (once its delay is over too).
+        """
+        changed = False
+        held = self.held.pop((node, attempt), None)
+        if held is not None:
+            for name, amount in held.items():
+                self.free[name] += amount
+            changed = True
+        if (node, attempt) in self.occupying:
+            self.occupying.discard((node, attempt))
+            self.occupied -= 1
+            changed = True
+        if node in self.waiting_code and self._retry_waits_for(node, attempt):
+            self.waiting_code.discard(node)
+            if node not in self.waiting_time:
+                self._set(node, _READY)
+                self.ready.extend([node])
+            changed = True
+        if not changed or self.job_state is not JobState.RUNNING:
             return None
-        for name, amount in self.resources[node].items():
-            self.free[name] += amount
-        return self._dispatch() if self.job_state is JobState.RUNNING else None
+        return self._dispatch()
+
+    def _retry_waits_for(self, node: int, attempt: int) -> bool:
+        return (
+            self.states[node] in (_EXCEPTION, _TIMED_OUT)
+            and self.attempts[node] == attempt
+            and self.job_state is JobState.RUNNING
+        )
 
     def end(self, state: JobState, exception: BaseException | None = None) -> bool:
         """End the job from outside (cancel, job timeout, internal error).
@@ -279,12 +314,16 @@ class Scheduler(Propagation):
         exception: BaseException | None,
         retry: bool,
         delay: float,
+        wait_code: bool = False,
     ) -> list[int]:
         if retry:
             if delay > 0:
                 # Rests in EXCEPTION / TIMED_OUT, holding no slot, until retry_due.
                 self.retry_waits.append((node, self.attempts[node], delay))
-            else:
+                self.waiting_time.add(node)
+            if wait_code:
+                self.waiting_code.add(node)  # until code_returned
+            if not delay > 0 and not wait_code:
                 self._set(node, _READY)
                 self.ready.extend([node])
             return self._dispatch()
@@ -300,7 +339,7 @@ class Scheduler(Propagation):
         ready = self.ready
         attempts = self.attempts
         if not ready.fifo:
-            while self.running < self.max_concurrency and ready:
+            while self.running + self.occupied < self.max_concurrency and ready:
                 node = ready.take(self._fits)
                 if node is None:
                     break  # what waits needs resources that are taken
@@ -318,7 +357,7 @@ class Scheduler(Propagation):
         # While a taken offer's start is unread, nothing else starts: it is
         # ahead in the queue, and its report (already in the mailbox, see
         # _offers.py) records its start, then refills the slots left free.
-        while not self.claimed and self.running < self.max_concurrency and ready:
+        while not self.claimed and self.running + self.occupied < self.max_concurrency and ready:
             node = ready.popleft()  # type: ignore[union-attr]
             if node in offered:
                 offered.discard(node)

@@ -44,7 +44,14 @@ class Task:
     however: cleanup) or ``"any_failed"`` (every dependency ended and one
     failed: alerting). ``resources`` maps names of the job's resources to
     the amount an attempt holds; among READY tasks a higher ``priority``
-    starts first.
+    starts first. An attempt that timed out keeps its slot until its code
+    returns, and the retry waits for it, unless ``overlap`` (for tasks safe
+    to run twice at once); ``kill_after`` seconds past its deadline (or the
+    job's end) the engine stops the code where its tier can (a worker
+    process is killed; a thread is interrupted only with ``interrupt``);
+    with ``heartbeat``, an attempt that has not called ``is_active()`` for
+    that long times out; ``executor`` runs this task elsewhere than the
+    job's executor.
 
     Raises :class:`InvalidTasksError` with every field error at once.
     """
@@ -59,6 +66,11 @@ class Task:
     run_if: str
     resources: Mapping[str, int]
     priority: int
+    overlap: bool
+    kill_after: float
+    interrupt: bool
+    heartbeat: float | None
+    executor: object
 
     # A hand-written __init__ so ``dependencies`` can be typed as the
     # iterable it accepts while the field holds the frozenset it stores.
@@ -75,6 +87,11 @@ class Task:
         run_if: str = "all_completed",
         resources: Mapping[str, int] | None = None,
         priority: int = 0,
+        overlap: bool = False,
+        kill_after: float = 5.0,
+        interrupt: bool = False,
+        heartbeat: float | None = None,
+        executor: object = None,
         **unknown: Never,
     ) -> None:
         if unknown:
@@ -90,6 +107,11 @@ class Task:
             "run_if": run_if,
             "resources": resources,
             "priority": priority,
+            "overlap": overlap,
+            "kill_after": kill_after,
+            "interrupt": interrupt,
+            "heartbeat": heartbeat,
+            "executor": executor,
         }
         stored, errors = check(given)
         if errors:

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from daguerreo_actors._attempt import ACTIVE, Attempt
+from daguerreo_actors._attempt import Attempt
 from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._logging import log_outside
 from daguerreo_actors._pool import Runnable, shared_pool
@@ -110,11 +110,12 @@ class TaskActor:
                     return following
                 message = mailbox.popleft()
             attempt = message.attempt
-            if attempt.fate != ACTIVE:
+            if not attempt.begin():
                 continue  # abandoned before its turn: never starts
             try:
                 following = self.tier.start(attempt, self.fn, message.ctx, self) or following
             except BaseException as exc:  # noqa: BLE001 - a bug of ours: fail the job, never hang
+                self._job.code_done(attempt)
                 self._job.internal_failure(f"task_actor {self.name!r}", exc)
 
     # -- the Reporter interface (any thread) ---------------------------------

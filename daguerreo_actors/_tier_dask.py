@@ -49,9 +49,18 @@ class _DaskHandle:
         self.future: Any = None
 
     def cancel(self) -> None:
+        # is_active() turns False on the worker; the code runs on until it
+        # returns (followed, so its slot is freed then), or is killed.
         self.tier.clear(self.name)
-        if self.future is not None:
-            FutureHandle(self.future).cancel()
+
+    def kill(self) -> None:
+        """After ``kill_after``: cancel the future with ``force`` (the worker's task is dropped)."""
+        future = self.future
+        if future is not None:
+            try:
+                self.tier.client.cancel(future, force=True)
+            except Exception:  # noqa: BLE001 - a closing client
+                FutureHandle(future).cancel()
 
 
 class DaskTier:
@@ -60,6 +69,10 @@ class DaskTier:
     def __init__(self, client: distributed.Client, job_id: str) -> None:
         self._client = client
         self._job_id = job_id
+
+    @property
+    def client(self) -> distributed.Client:
+        return self._client
 
     def start(
         self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter

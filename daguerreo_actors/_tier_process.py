@@ -37,25 +37,29 @@ _HEADER = 8  # the job byte, padded so the slots stay 4-byte aligned
 
 
 class _SlotHandle:
-    """Clears the attempt's slot (unless a retry owns it by now), then cancels its future."""
+    """Clears the attempt's slot (unless a retry owns it by now), then cancels its future.
 
-    __slots__ = ("_attempt", "_future", "_tier")
+    A queued future is taken out; a running one cannot be (``Future.cancel``
+    of a ``ProcessPoolExecutor`` only drops what has not started).
+    """
+
+    __slots__ = ("_attempt", "_tier", "future")
 
     def __init__(self, tier: ProcessPoolTier, attempt: Attempt) -> None:
         self._tier = tier
         self._attempt = attempt
-        self._future: Any = None
+        self.future: Any = None
 
     def cancel(self) -> None:
         self._tier.lower(self._attempt)
-        if self._future is not None:
-            FutureHandle(self._future).cancel()
+        if self.future is not None:
+            FutureHandle(self.future).cancel()
 
 
 class ProcessPoolTier:
     """Runs attempts in a ProcessPoolExecutor; see the module docstring."""
 
-    def __init__(self, executor: ProcessPoolExecutor, nodes: int) -> None:
+    def __init__(self, executor: ProcessPoolExecutor | None, nodes: int) -> None:
         self._executor = executor
         self._memory = shared_memory.SharedMemory(create=True, size=_HEADER + 4 * max(nodes, 1))
         self._buf = _buffer(self._memory)
@@ -67,7 +71,7 @@ class ProcessPoolTier:
     ) -> Runnable | None:
         number = attempt.number
         offset = _HEADER + 4 * attempt.node
-        handle = _SlotHandle(self, attempt)
+        handle = self._handle(attempt)
         try:
             payload = pickle_call(attempt.task, fn, ctx)
             # Raise the attempt's flag only if it is still wanted: an abandon
@@ -76,15 +80,20 @@ class ProcessPoolTier:
             if not attempt.attach(handle, lambda: _SLOT.pack_into(self._buf, offset, number)):
                 report.not_run(attempt)
                 return None
-            future = self._executor.submit(
-                run_in_process, payload, self._memory.name, attempt.node, number, attempt.task
-            )
+            future = self._submit(payload, self._memory.name, attempt.node, number, attempt.task)
         except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
             report.raised(attempt, exc)
             return None
-        handle._future = future
+        handle.future = future
         follow_future(future, attempt, report, handle=handle, decode=pickle.loads)
         return None
+
+    def _handle(self, attempt: Attempt) -> _SlotHandle:
+        return _SlotHandle(self, attempt)
+
+    def _submit(self, payload: bytes, memory: str, node: int, number: int, task: str) -> Any:
+        assert self._executor is not None
+        return self._executor.submit(run_in_process, payload, memory, node, number, task)
 
     def lower(self, attempt: Attempt) -> None:
         """Lower the attempt's flag, if it is still the one raised."""

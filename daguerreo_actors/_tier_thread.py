@@ -8,15 +8,26 @@ loop, which runs it next on the same thread.
 
 A function that is not ``async def`` but returns a coroutine (a wrapper, a
 partial) has that coroutine run on the engine's loop, like an async task.
+
+Python cannot stop a thread: an abandoned attempt runs until its code
+returns. A task with ``interrupt=True`` runs on :class:`InterruptingThreadTier`,
+whose handle raises :class:`TaskInterrupted` in the thread ``kill_after``
+seconds past the abandon (``PyThreadState_SetAsyncExc``): it lands at the
+next Python instruction, not inside a blocking system call, and ``finally``
+blocks still run. It is off by default because an exception can land in the
+middle of anything the task does (a half-written file, a lock taken).
 """
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._errors import TaskInterrupted
 from daguerreo_actors._tiers import Reporter
 
 if TYPE_CHECKING:
@@ -49,3 +60,71 @@ class ThreadTier:
 
 #: Stateless: one instance serves every job.
 THREADS = ThreadTier()
+
+
+class _Interrupter:
+    """The handle of a thread attempt that may be interrupted (``Task(interrupt=True)``).
+
+    ``kill`` raises :class:`TaskInterrupted` in the attempt's thread, but only
+    while that thread is in the task's code: entering and leaving it, and the
+    kill, happen under one lock, and leaving clears an exception raised too
+    late to land in the task's code.
+    """
+
+    __slots__ = ("_ident", "_in_code", "_lock")
+
+    def __init__(self) -> None:
+        self._ident = threading.get_ident()
+        self._lock = threading.Lock()
+        self._in_code = True
+
+    def cancel(self) -> None:
+        pass  # is_active() is all a thread hears of an abandon
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._in_code:
+                _set_async_exc(self._ident, TaskInterrupted)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_code = False
+            _set_async_exc(self._ident, None)  # one raised too late: cleared
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    value = ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), value)
+
+
+class InterruptingThreadTier(ThreadTier):
+    """The thread tier for tasks with ``interrupt=True``; see :class:`_Interrupter`."""
+
+    __slots__ = ()
+
+    def start(
+        self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
+    ) -> Runnable | None:
+        interrupter = _Interrupter()
+        attempt.attach(interrupter)
+        try:
+            try:
+                value = fn(ctx, attempt.is_active)
+            finally:
+                while True:  # an interruption may land here, before leave()
+                    try:
+                        interrupter.leave()
+                        break
+                    except TaskInterrupted:
+                        continue
+        except BaseException as exc:  # noqa: BLE001 - TaskInterrupted included
+            return report.raised(attempt, exc, here=True)
+        if inspect.iscoroutine(value):
+            from daguerreo_actors._tier_async import ASYNC
+
+            ASYNC.run(attempt, value, report)
+            return None
+        return report.returned(attempt, value, here=True)
+
+
+INTERRUPTING = InterruptingThreadTier()

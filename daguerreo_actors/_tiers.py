@@ -27,7 +27,7 @@ report; :data:`NOT_RUN` the one marker of an attempt that never ran.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -36,7 +36,7 @@ from daguerreo_actors._attempt import Attempt, Handle
 
 if TYPE_CHECKING:
     from daguerreo_actors._pool import Runnable
-    from daguerreo_actors._task import TaskFn
+    from daguerreo_actors._task import Task, TaskFn
 
 
 class Reporter(Protocol):
@@ -163,6 +163,13 @@ def is_async(fn: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def is_tier(value: object) -> bool:
+    """One of the engine's own tiers a user may pass (a ``ProcessTier``)."""
+    from daguerreo_actors._tier_pebble import ProcessTier
+
+    return isinstance(value, ProcessTier)
+
+
 def is_dask_client(executor: object) -> bool:
     """Looks like a ``distributed.Client`` (checked without importing dask)."""
     cls = type(executor)
@@ -172,16 +179,27 @@ def is_dask_client(executor: object) -> bool:
     )
 
 
-def _threads() -> Tier:
-    from daguerreo_actors._tier_thread import THREADS
+def _threads(interrupt: bool = False) -> Tier:
+    from daguerreo_actors._tier_thread import INTERRUPTING, THREADS
 
-    return THREADS
+    return INTERRUPTING if interrupt else THREADS
 
 
-def tier_for(executor: object, job_id: str, nodes: int) -> Tier:
-    """The tier of a job's ``executor`` (None: the engine's own pool threads)."""
+def tier_for(executor: object, job_id: str, nodes: int, *, interrupt: bool = False) -> Tier:
+    """The tier of an ``executor`` (None: the engine's own pool threads).
+
+    ``"processes"`` is the engine's default :class:`ProcessTier`; a tier
+    made here for a ProcessTier, a process pool or a cluster belongs to one
+    job (``close`` when it ends).
+    """
     if executor is None:
-        return _threads()
+        return _threads(interrupt)
+    if isinstance(executor, str) or is_tier(executor):
+        from daguerreo_actors._tier_pebble import PebbleTier, default_tier
+
+        if executor == "processes":
+            return default_tier(nodes)
+        return PebbleTier(cast(Any, executor), nodes)
     if is_dask_client(executor):
         try:
             from daguerreo_actors._tier_dask import DaskTier
@@ -204,3 +222,28 @@ def tier_for(executor: object, job_id: str, nodes: int) -> Tier:
 
         return ExecutorTier(executor)
     raise TypeError(f"not an executor: {type(executor).__name__}")
+
+
+def tiers_for(tasks: Sequence[Task], executor: object, job_id: str) -> tuple[Tier, ...]:
+    """Each task's tier: its own executor, else the job's; one tier per executor."""
+    made: dict[tuple[int, bool], Tier] = {}
+    tiers = []
+    for task in tasks:
+        if is_async(task.fn):
+            # A coroutine function always runs on the engine's event loop.
+            tiers.append(_async_tier())
+            continue
+        chosen = task.executor if task.executor is not None else executor
+        key = (id(chosen), task.interrupt and chosen is None)
+        tier = made.get(key)
+        if tier is None:
+            tier = made[key] = tier_for(chosen, job_id, len(tasks), interrupt=key[1])
+        tiers.append(tier)
+    return tuple(tiers)
+
+
+def _async_tier() -> Tier:
+    # Imported on first use: asyncio costs about 24 ms to import.
+    from daguerreo_actors._tier_async import ASYNC
+
+    return ASYNC

@@ -187,7 +187,7 @@ def test_a_task_that_outlives_its_timeout_fails_after_its_retries() -> None:
         release.wait(WAIT)
         return {"a": 1}
 
-    tasks = [{"name": "a", "fn": slow, "timeout": 0.05}]
+    tasks = [{"name": "a", "fn": slow, "timeout": 0.05, "overlap": True}]  # retries beside it
     try:
         result, recorder = run_and_record(tasks, max_retries=3)
     finally:
@@ -424,7 +424,8 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_is_never_merged() ->
         first_may_return.set()
         return {"who": "retry"}
 
-    tasks = [Task("a", sometimes_slow, timeout=0.1), Task("b", incer, ["a"])]
+    # overlap: the retry runs while the first attempt still does.
+    tasks = [Task("a", sometimes_slow, timeout=0.1, overlap=True), Task("b", incer, ["a"])]
     result, recorder = run_and_record(tasks, ctx={"v": 0})
     assert first_returned.wait(WAIT)
     assert result.ok
@@ -453,7 +454,7 @@ def test_is_active_turns_false_for_a_timed_out_attempt() -> None:
     assert flags == [True, False]
 
 
-def test_a_slot_freed_by_a_timeout_starts_the_next_waiting_task() -> None:
+def test_with_overlap_a_slot_freed_by_a_timeout_starts_the_next_waiting_task() -> None:
     release = threading.Event()
 
     def stuck(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
@@ -461,7 +462,7 @@ def test_a_slot_freed_by_a_timeout_starts_the_next_waiting_task() -> None:
         return {}
 
     tasks = [
-        Task("stuck", stuck, timeout=0.05, max_retries=0, continue_on_failure=True),
+        Task("stuck", stuck, timeout=0.05, max_retries=0, continue_on_failure=True, overlap=True),
         Task("next", lambda _c, _i: {"next": 1}),
     ]
     try:

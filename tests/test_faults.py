@@ -275,7 +275,8 @@ def test_at_most_one_attempt_of_a_task_is_wanted_at_any_time() -> None:
         return {"attempt": len(attempts)}
 
     try:
-        result = d.run([Task("a", slow_then_fast, timeout=0.05)]).get(timeout=WAIT)
+        # overlap: each retry starts while the attempt before it still runs.
+        result = d.run([Task("a", slow_then_fast, timeout=0.05, overlap=True)]).get(timeout=WAIT)
     finally:
         release.set()
     assert result.ok

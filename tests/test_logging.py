@@ -116,7 +116,7 @@ def test_a_timed_out_attempt_logs_its_own_duration_even_when_retried_at_once(
         return {}
 
     try:
-        d.run([Task("a", stuck, timeout=0.1, max_retries=1)]).get(timeout=WAIT)
+        d.run([Task("a", stuck, timeout=0.1, max_retries=1, overlap=True)]).get(timeout=WAIT)
     finally:
         release.set()
     timed_out = [e for e in logs if e.get("new_state") == "timed_out"]

@@ -1,0 +1,136 @@
+"""Attempts that outlive their welcome: stragglers, ``kill_after`` and heartbeats.
+
+Part of the JobActor (a mixin). An attempt *abandoned* (it timed out, its
+heartbeat stopped, the job ended or stopped) while its code runs is a
+*straggler* until that code returns; the commit of its late report takes
+it off the list (``_commit.py``: logged as ``attempt_overran``, its result
+discarded). Meanwhile:
+
+- ``kill_after`` seconds past the moment it was abandoned (its deadline, or
+  the job's end) the engine logs ``attempt_overrunning`` once and asks its
+  tier to stop the code by force (``Attempt.kill``: a worker process is
+  killed, a thread interrupted if the task asked for it, a Dask future
+  cancelled with ``force``). This timer has a group of its own, alive as
+  long as stragglers are, past the job's end.
+- Without ``overlap``, the core keeps its slot (and its retry) until then.
+
+A task with a ``heartbeat`` is timed out (reason ``"heartbeat"``) when its
+attempt has not called ``is_active()`` for that long: a timer checks at
+``last_beat + heartbeat`` and re-arms itself while the attempt beats.
+``Job.stragglers()`` and ``Job.wait_stopped()`` read the list.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import TYPE_CHECKING
+
+from daguerreo_actors._attempt import ACTIVE
+from daguerreo_actors._clock import real_monotonic
+from daguerreo_actors._ending import Ending
+from daguerreo_actors._messages import HeartbeatCheck, KillDue
+from daguerreo_actors._result import Straggler
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from daguerreo_actors._attempt import Attempt
+    from daguerreo_actors._clock import TimerGroup
+    from daguerreo_actors._retry import Resolved
+    from daguerreo_actors._task import Task
+
+
+class Overrun(Ending):
+    """Stragglers, kills and heartbeats of the JobActor (see the module docstring)."""
+
+    __slots__ = ("_kill_timers",)
+
+    _kill_timers: TimerGroup | None
+    _tasks: Sequence[Task]
+    _retries: tuple[Resolved, ...]
+    _max_retries: tuple[int, ...]
+
+    def _give_up(self, attempt: Attempt, at: float) -> bool:
+        """Abandon ``attempt`` at ``at``; a straggler if its code runs. False if it finished."""
+        with self._lock:
+            abandoned, handle = attempt.abandon_locked(at)
+            straggling = abandoned and attempt.straggling()
+            if straggling:
+                self._stragglers[attempt] = None
+        if not abandoned:
+            return False
+        if handle is not None:
+            self._step("cancel", handle.cancel)
+        if straggling:
+            kill_after = self._tasks[attempt.node].kill_after
+            if not math.isinf(kill_after):
+                self._kill_group().call_at(at + kill_after, lambda: self.tell(KillDue(attempt)))
+        return True
+
+    def _kill_group(self) -> TimerGroup:
+        if self._kill_timers is None:
+            self._kill_timers = self._clock.timers(lambda _reason: None)
+        return self._kill_timers
+
+    def _on_kill_due(self, message: KillDue) -> None:
+        attempt = message.attempt
+        with self._lock:
+            straggling = attempt.straggling()
+        if not straggling:
+            return
+        past = self._clock.monotonic() - (attempt.abandoned_at or 0.0)
+        self._outbox.log.attempt_overrunning(attempt.task, attempt.number, past)
+        self._step("kill", attempt.kill)
+
+    def _stragglers_gone(self) -> None:
+        """The last straggler returned: after the job's end, nothing is left to time."""
+        if self._resolved and self._kill_timers is not None:
+            self._kill_timers.close()
+            self._kill_timers = None
+
+    # -- heartbeats --------------------------------------------------------
+
+    def _arm_heartbeat(self, attempt: Attempt, at: float) -> None:
+        self._timers.call_at(at, lambda: self.tell(HeartbeatCheck(attempt)))
+
+    def _on_heartbeat(self, message: HeartbeatCheck) -> None:
+        attempt = message.attempt
+        node = attempt.node
+        if self._attempts.get(node) is not attempt or attempt.fate != ACTIVE:
+            return
+        heartbeat = self._tasks[node].heartbeat
+        assert heartbeat is not None
+        due = attempt.last_beat + heartbeat
+        now = self._clock.monotonic()
+        if now < due:
+            self._arm_heartbeat(attempt, due)  # it beat meanwhile
+            return
+        self._time_out(attempt, at=due, reason="heartbeat")
+
+    def _time_out(self, attempt: Attempt, *, at: float, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- what the Job asks ---------------------------------------------------
+
+    def stragglers(self) -> tuple[Straggler, ...]:
+        """Attempts abandoned while their code runs, and still running."""
+        now = self._clock.monotonic()
+        with self._lock:
+            attempts = list(self._stragglers)
+        return tuple(
+            Straggler(a.task, a.number, max(0.0, now - (a.abandoned_at or now))) for a in attempts
+        )
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait (real time) until every attempt's code of the job has returned."""
+        deadline = None if timeout is None else real_monotonic() + timeout
+        with self._stopped:
+            while self._stragglers or not self._resolved:
+                remaining = None if deadline is None else deadline - real_monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._stopped.wait(0.05 if remaining is None else min(remaining, 0.05))
+        return True
+
+    _stopped: threading.Condition
