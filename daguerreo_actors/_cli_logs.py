@@ -3,8 +3,8 @@
 - ``tail FILE|-``: the transitions, one readable line each, filtered by job
   (an id or a prefix of one), task and new state; ``--follow`` keeps reading
   as the file grows; ``--json`` passes matching entries through unchanged.
-- ``summary FILE``: per job, the final state, a table of tasks, the
-  critical path.
+- ``summary FILE``: per job, the final state, a table of tasks, the last
+  attempt's error of each task that did not complete, the critical path.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def format_entry(entry: dict[str, Any]) -> Text:
 @click.argument("source", metavar="FILE")
 @click.option("--job", "job_id", help="Only this job (an id or a prefix of one).")
 def summary_command(source: str, job_id: str | None) -> None:
-    """Per job: final state, wall time, a table of tasks, the critical path."""
+    """Per job: final state, wall time, a table of tasks, errors, the critical path."""
     try:
         reports = JobReport.all_from_log(source)
     except OSError as exc:
@@ -176,6 +176,8 @@ def summary_command(source: str, job_id: str | None) -> None:
                 Text(task.state.value, style=STATE_STYLES.get(task.state.value, "")),
             )
         out.print(table)
+        for line in _error_lines(report):
+            out.print(line)
         path = report.critical_path
         out.print(
             Text.assemble(
@@ -184,3 +186,23 @@ def summary_command(source: str, job_id: str | None) -> None:
             )
         )
         out.print()
+
+
+def _error_lines(report: JobReport) -> Iterator[Text]:
+    """``error: task #N: message`` per task that did not complete, from its last attempt."""
+    for task in report.tasks.values():
+        if task.state is TaskState.COMPLETED or not task.attempts:
+            continue
+        last = task.attempts[-1]
+        if last.error is not None:
+            message = last.error
+        elif last.outcome is TaskState.TIMED_OUT:
+            message = "timed out"
+        else:
+            continue
+        yield Text.assemble(
+            ("error: ", "bold red"),
+            (escape_controls(task.name), "bold"),
+            f" #{last.attempt}: ",
+            (escape_controls(message), "red"),
+        )

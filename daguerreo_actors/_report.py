@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._logfile import (
     ATTEMPT,
@@ -87,6 +88,8 @@ class TaskReport:
     dependencies: tuple[str, ...] = ()
     attempts: list[AttemptReport] = dataclasses.field(default_factory=list)
     completed_at: float | None = None
+    #: When the task reached its current state (for a skipped task: when it was skipped).
+    state_at: float | None = None
     _ready_at: float | None = None
 
     @property
@@ -199,6 +202,7 @@ class JobReport:
             task.dependencies = record.dependencies
         new = TaskState(record.new)
         task.state = new
+        task.state_at = record.ts
         if new is TaskState.READY:
             task._ready_at = record.ts
         elif new is TaskState.RUNNING:
@@ -343,6 +347,9 @@ def _from_event(event: Event) -> _Record:
     error = None
     if event.exception is not None:
         error = f"{type(event.exception).__name__}: {safe_str(event.exception)}"
+    elif event.new_state is TaskState.INVALID_RESULT:
+        # What the log's entry says too (without the value).
+        error = invalid_result_message(event.task, event.result)
     return _Record(
         event.task,
         event.old_state.value,

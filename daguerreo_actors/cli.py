@@ -1,8 +1,9 @@
 """The ``daguerreo-actors`` command line (also ``python -m daguerreo_actors``).
 
-- ``run MODULE:ATTR``: run a task list with a live progress display;
-  exit 0 COMPLETED, 1 FAILED, 2 invalid tasks, 3 TIMED_OUT, 130 Ctrl-C
-  (which cancels the job cleanly).
+- ``run MODULE:ATTR``: run a task list with a live progress display, then
+  print the final state and the ctx (``_cli_output.py``: a line per key,
+  JSON or reprs); exit 0 COMPLETED, 1 FAILED, 2 invalid tasks or a usage
+  error, 3 TIMED_OUT, 130 Ctrl-C (which cancels the job cleanly).
 - ``graph MODULE:ATTR``: print the DAG as Mermaid or DOT.
 - ``validate MODULE:ATTR``: print every validation error (exit 2 if any).
 - ``tail FILE|-`` and ``summary FILE``: read a JSON-lines log (``_cli_logs.py``).
@@ -38,13 +39,22 @@ from daguerreo_actors._cli_common import (
     out_console,
     validated,
 )
+from daguerreo_actors._cli_output import (
+    OUTPUTS,
+    NotJSONError,
+    ctx_json,
+    repr_lines,
+    summary_lines,
+)
 from daguerreo_actors._console import ProgressListener
 from daguerreo_actors._diagram import to_dot, to_mermaid
+from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._job import Job
 from daguerreo_actors._logging import configure_logging
+from daguerreo_actors._result import JobResult
 from daguerreo_actors._run import run as run_job
-from daguerreo_actors._states import JobState
-from daguerreo_actors._text import escape_controls, is_control, safe_str
+from daguerreo_actors._states import JobState, TaskState
+from daguerreo_actors._text import escape_controls, short_message
 
 format_entry = _cli_logs.format_entry
 
@@ -64,6 +74,22 @@ __all__ = ["format_entry", "load_tasks", "main"]
     type=click.Path(dir_okay=False, writable=True),
     help="Append every transition to this file as JSON lines (for tail and summary).",
 )
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(OUTPUTS),
+    default="summary",
+    show_default=True,
+    help="The final ctx: one line per key (summary), the whole ctx as JSON "
+    "(refused if a value is not JSON), or every value's repr.",
+)
+@click.option(
+    "--keys",
+    "keys_option",
+    multiple=True,
+    metavar="A,B",
+    help="Only these ctx keys (comma-separated; may be repeated).",
+)
 def run_command(
     tasks_spec: str,
     ctx_json: str | None,
@@ -71,8 +97,16 @@ def run_command(
     max_concurrency: int | None,
     max_retries: int | None,
     json_log: str | None,
+    output: str,
+    keys_option: tuple[str, ...],
 ) -> None:
-    """Run the task list MODULE:ATTR with a live progress display."""
+    """Run the task list MODULE:ATTR with a live progress display.
+
+    MODULE is a module name or a path to a .py file; ATTR a task list or a
+    function without arguments returning one. Prints the final state and
+    the ctx; exits 0 completed, 1 failed, 2 invalid tasks or usage, 3 timed
+    out, 130 on Ctrl-C (which cancels the job).
+    """
     ctx: dict[str, Any] = {}
     if ctx_json is not None:
         try:
@@ -81,6 +115,7 @@ def run_command(
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--ctx") from exc
         if not isinstance(ctx, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--ctx")
+    keys = [key for option in keys_option for key in option.split(",") if key] or None
     tasks = validated(tasks_spec)
     if tasks is None:
         sys.exit(EXIT_INVALID)
@@ -111,7 +146,8 @@ def run_command(
         job.cancel()
         result = job.get(timeout=10)
     job.wait_for_listeners(timeout=5)
-    _print_result(result)
+    _print_state(result)
+    _print_ctx(result.ctx, output, keys)
     if interrupted:
         err.print(Text("interrupted: the job was cancelled", style="yellow"))
         sys.exit(EXIT_INTERRUPTED)
@@ -133,52 +169,57 @@ def _wait(job: Job) -> Any:
             continue
 
 
-def _print_result(result: Any) -> None:
-    out, err = out_console(), err_console()
+def _print_state(result: JobResult) -> None:
+    err = err_console()
     style = STATE_STYLES.get(result.state.value, "")
     err.print(Text.assemble("state: ", (result.state.value, style)))
     if result.state is JobState.FAILED:
-        detail = f"failed task: {result.failed_task} ({result.failure_reason})"
-        if result.exception is not None:
-            detail += f": {type(result.exception).__name__}: {safe_str(result.exception)}"
-        err.print(Text(escape_controls(detail), style="red"))
-    text = json.dumps(_jsonable(result.ctx), indent=2, ensure_ascii=False)
-    out.print(Text(_escape_json_controls(text)))
+        err.print(Text(escape_controls(failure_detail(result)), style="red"))
 
 
-def _escape_json_controls(text: str) -> str:
-    """JSON text with its control and format characters as ``\\uNNNN`` escapes.
-
-    ``json.dumps(ensure_ascii=False)`` escapes only C0 controls; DEL, C1
-    controls (CSI), bidi overrides, separators and lone surrogates from user
-    values would reach the terminal raw. They can only sit inside JSON
-    strings, where a ``\\u`` escape keeps the text valid JSON; the layout's
-    own newlines are kept.
-    """
-    out: list[str] = []
-    for char in text:
-        if char != "\n" and is_control(char):
-            code = ord(char)
-            if code > 0xFFFF:
-                code -= 0x10000
-                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-            else:
-                out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
+def failure_detail(result: JobResult) -> str:
+    """What failed the job, and how, for a person."""
+    reason = result.failure_reason.value if result.failure_reason is not None else "failed"
+    detail = f"failed task: {result.failed_task} ({reason})"
+    if result.failure_reason is TaskState.INVALID_RESULT and result.failed_task is not None:
+        detail += ": " + invalid_result_message(
+            result.failed_task, result.invalid_result, with_value=True
+        )
+    elif result.exception is not None:
+        detail += f": {type(result.exception).__name__}: {short_message(result.exception)}"
+    return detail
 
 
-def _jsonable(ctx: dict[Any, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in ctx.items():
-        name = key if isinstance(key, str) else repr(key)
+def _print_ctx(ctx: dict[Any, Any], output: str, keys: list[str] | None) -> None:
+    if keys is not None:
+        missing = [key for key in keys if key not in ctx]
+        if missing:
+            err_console().print(
+                Text("not in the ctx: " + ", ".join(escape_controls(repr(k)) for k in missing))
+            )
+        ctx = {key: ctx[key] for key in keys if key in ctx}
+    if output == "json":
         try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            value = repr(value)
-        out[name] = value
-    return out
+            text = ctx_json(ctx)
+        except NotJSONError as exc:
+            raise click.UsageError(
+                f"--output json: {escape_controls(str(exc))}; "
+                "use --output repr, or --keys to leave it out"
+            ) from None
+        _write(text + "\n")
+    elif output == "repr":
+        _write("".join(line.plain + "\n" for line in repr_lines(ctx)))
+    else:
+        out = out_console()
+        for line in summary_lines(ctx, out.width):
+            out.print(line)
+
+
+def _write(text: str) -> None:
+    # Straight to stdout: the text is escaped already, and rich would
+    # measure and wrap every character of a large ctx.
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 # -- graph and validate -------------------------------------------------------------

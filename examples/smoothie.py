@@ -2,9 +2,10 @@
 
 Dice the banana and the mango in parallel, blend them with the liquids, then
 garnish. The garnish is optional (continue_on_failure): if it failed, the
-job would still complete. Prints every transition, shows a progress display
-on stderr, then prints the final ctx and writes the job's timeline picture
-(``build/smoothie-timeline.png``, or the path given as the first argument).
+job would still complete. Prints every transition and a progress display on
+one console (stdout), so neither garbles the other, then prints the final
+ctx and writes the job's timeline picture (``build/smoothie-timeline.png``,
+or the path given as the first argument).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from rich.console import Console
 
 import daguerreo_actors as d
 
@@ -66,12 +68,18 @@ def main(argv: list[str]) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     timeline = Path(argv[0]) if argv else Path("build") / "smoothie-timeline.png"
     report = d.JobReport(TASKS)
-    job = d.run(
-        TASKS,
-        ctx=CTX,
-        timeout=3.0,
-        listeners=[d.event_logger(), d.ProgressListener(len(TASKS)), report],
-    )
+    # One console for the progress display and the transition lines: each
+    # line is printed above the live display instead of through it. And one
+    # listener for both, so they advance together (two listeners would each
+    # run on an actor of its own, in no set order between them).
+    progress = d.ProgressListener(len(TASKS), console=Console(), description="smoothie")
+    log = d.event_logger(print_fn=progress.print)
+
+    def show(event: d.Event) -> None:
+        log(event)
+        progress(event)
+
+    job = d.run(TASKS, ctx=CTX, timeout=3.0, listeners=[show, report])
     result = job.get(timeout=10.0)
     job.wait_for_listeners(timeout=10.0)
     print(f"\nstate: {result.state}")

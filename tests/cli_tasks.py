@@ -5,6 +5,7 @@ The tests put this directory on the subprocess's PYTHONPATH.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,6 +48,26 @@ def _spin(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
     return {"spun": True}
 
 
+def _big(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"blob": bytes(5 * 2**20), "items": list(range(200_000)), "name": "smoothie"}
+
+
+def _odd(_ctx: Ctx, _is_active: IsActive) -> dict[Any, Any]:
+    return {"when": datetime.datetime(2024, 1, 2, 3, 4, 5), 1: "one", "ok": [1, 2]}
+
+
+def _int_key(_ctx: Ctx, _is_active: IsActive) -> dict[Any, Any]:
+    return {1: "one", "nested": [{2: "two"}], "ok": True}
+
+
+def _returns_none(_ctx: Ctx, _is_active: IsActive) -> None:
+    return None
+
+
+def _returns_list(_ctx: Ctx, _is_active: IsActive) -> list[str]:
+    return ["not", "a", "mapping"]
+
+
 def _evil_value(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
     class Sneaky:
         def __repr__(self) -> str:
@@ -83,6 +104,19 @@ INVALID: list[dict[str, Any]] = [
     {"name": "d", "fn": _add, "timeout": -1},
 ]
 
+#: A large ctx: 5 MB of bytes and a 200,000-item list.
+BIG = [Task("big", _big)]
+
+#: Values and keys JSON cannot hold: a datetime, an int key.
+ODD = [Task("odd", _odd)]
+
+#: Keys that are not strings, at the top and nested.
+INT_KEY = [Task("int-key", _int_key)]
+
+#: Fails with INVALID_RESULT: returns None, or a list.
+RETURNS_NONE = [Task("returns-none", _returns_none)]  # type: ignore[arg-type]
+RETURNS_LIST = [Task("returns-list", _returns_list)]  # type: ignore[arg-type]
+
 #: Not a task list at all.
 NOT_TASKS = 42
 
@@ -92,6 +126,11 @@ EVIL = [
     Task(EVIL_NAME, _evil_value),
     Task('quote"back\\slash', _add, dependencies=[EVIL_NAME]),
 ]
+
+
+def needs_an_argument(size: int) -> list[Task]:
+    """A factory the command line cannot call."""
+    return [Task("one", _add)] * size
 
 
 def make_tasks() -> list[Task]:

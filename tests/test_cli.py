@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -153,14 +154,153 @@ def job_log(
 # -- run ------------------------------------------------------------------------------
 
 
-def test_run_prints_the_final_state_and_the_ctx_as_json_and_exits_0() -> None:
+def test_run_prints_the_final_state_and_one_line_per_ctx_key_and_exits_0() -> None:
     completed = cli("run", "cli_tasks:OPAQUE")
     assert completed.returncode == 0, completed.stderr
-    ctx = json.loads(completed.stdout)
-    assert ctx["number"] == 42
-    assert ctx["opaque"].startswith("<object object at ")  # not JSON: its repr
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"opaque  object\s+<object object at 0x[0-9a-f]+>", lines[0])
+    assert re.fullmatch(r"number  int\s+42", lines[1])
     assert "state: completed" in completed.stderr
-    assert "1/1" in completed.stderr  # the progress display's last rendering
+    assert " 1/1 " in completed.stderr  # the progress display's last line
+    assert completed.stderr.splitlines()[-2].endswith("completed")
+
+
+def test_run_prints_a_large_ctx_in_a_few_short_lines() -> None:
+    # 5 MB of bytes and a 200,000-item list used to print 28.5 MB in
+    # 200,005 lines; now a line per key, cut to the terminal's width.
+    started = time.monotonic()
+    completed = cli("run", "cli_tasks:BIG", env=cli_env(COLUMNS="100"))
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 3
+    assert all(len(line) <= 100 for line in lines), lines
+    blob, items, name = lines
+    assert re.match(r"blob   bytes\s+5,242,880 bytes  b'\\x00\\x00", blob)
+    assert blob.endswith("\u2026")
+    assert re.match(r"items  list\s+200,000 items  \[0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\]$", items)
+    assert re.match(r"name   str\s+8 chars  'smoothie'$", name)
+    assert elapsed < 10
+
+
+def test_run_output_json_writes_the_whole_ctx_as_json() -> None:
+    completed = cli("run", "cli_tasks:make_tasks", "--ctx", '{"start": 41}', "--output", "json")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"start": 41, "sum": 42, "two": True}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cli_tasks:OPAQUE", "ctx key 'opaque': a value of type object is not JSON"),
+        ("cli_tasks:ODD", "ctx key 'when': a value of type datetime is not JSON"),
+        ("cli_tasks:BIG", "ctx key 'blob': a value of type bytes is not JSON"),
+    ],
+)
+def test_run_output_json_refuses_a_value_that_is_not_json_naming_the_key(
+    spec: str, message: str
+) -> None:
+    # It used to write the value's repr as a JSON string.
+    completed = cli("run", spec, "--output", "json")
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert "state: completed" in completed.stderr
+    assert "Usage: " in completed.stderr
+    assert message in completed.stderr
+    assert "use --output repr" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_run_output_json_refuses_a_key_that_is_not_a_string_instead_of_coercing_it() -> None:
+    # The int key 1 used to become "1".
+    completed = cli("run", "cli_tasks:INT_KEY", "--output", "json")
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert "ctx key 1 (int key): the key is not a string" in completed.stderr
+    nested = cli("run", "cli_tasks:INT_KEY", "--output", "json", "--keys", "nested")
+    assert nested.returncode == 2
+    assert "ctx key 'nested': the key 2 is not a string (at [0])" in nested.stderr
+    fine = cli("run", "cli_tasks:INT_KEY", "--output", "json", "--keys", "ok")
+    assert fine.returncode == 0, fine.stderr
+    assert json.loads(fine.stdout) == {"ok": True}
+
+
+def test_run_reports_keys_that_are_not_strings_as_they_are() -> None:
+    completed = cli("run", "cli_tasks:ODD")
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(r"^1 \(int key\)\s+str\s+3 chars  'one'$", completed.stdout, re.M)
+    assert re.search(r"^when\s+datetime\s+datetime\.datetime\(2024, 1, 2", completed.stdout, re.M)
+
+
+def test_run_keys_selects_keys_and_names_the_ones_missing() -> None:
+    completed = cli("run", "cli_tasks:BIG", "--keys", "name", "--keys", "nowhere,items")
+    assert completed.returncode == 0, completed.stderr
+    assert [line.split()[0] for line in completed.stdout.splitlines()] == ["name", "items"]
+    assert "not in the ctx: 'nowhere'" in completed.stderr
+
+
+def test_run_output_repr_prints_every_value_in_full() -> None:
+    completed = cli("run", "cli_tasks:ODD", "--output", "repr")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "'when': datetime.datetime(2024, 1, 2, 3, 4, 5)",
+        "1: 'one'",
+        "'ok': [1, 2]",
+    ]
+
+
+def test_run_prints_what_a_task_returned_that_was_not_a_mapping() -> None:
+    # It used to say only "failed task: returns-none (invalid_result)".
+    none = cli("run", "cli_tasks:RETURNS_NONE")
+    assert none.returncode == 1
+    assert (
+        "failed task: returns-none (invalid_result): task 'returns-none' returned None; "
+        "a task must return a mapping (return {} for no output)"
+    ) in none.stderr
+    listed = cli("run", "cli_tasks:RETURNS_LIST")
+    assert listed.returncode == 1
+    assert (
+        "task 'returns-list' returned a list, not a mapping; a task must return a mapping: "
+        "['not', 'a', 'mapping']"
+    ) in listed.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("cli_tasks:needs_an_argument", "is a function that needs arguments (size)"),
+        (
+            "cli_tasks:NOT_TASKS",
+            "cli_tasks:NOT_TASKS is not a task list: tasks must be an iterable",
+        ),
+        ("no_such_module_here:TASKS", "cannot import 'no_such_module_here'"),
+        ("broken_at_import:TASKS", "importing 'broken_at_import' raised ZeroDivisionError"),
+        ("nowhere/tasks.py:TASKS", "cannot import 'nowhere/tasks.py': no such file"),
+    ],
+)
+def test_run_reports_what_it_cannot_load_as_a_usage_error_saying_which_and_why(
+    spec: str, why: str, tmp_path: Path
+) -> None:
+    # A factory that needs arguments used to end in a raw traceback, exit 1.
+    (tmp_path / "broken_at_import.py").write_text("TASKS = 1 / 0\n")
+    completed = cli("run", spec, env=cli_env(PYTHONPATH=f"{TESTS_DIR}{os.pathsep}{tmp_path}"))
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "Usage: " in completed.stderr
+    assert why in completed.stderr
+    assert completed.stdout == ""
+
+
+def test_run_loads_tasks_from_a_path_to_a_python_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "file_tasks.py").write_text(
+        "def one(ctx, is_active):\n    return {'from_file': 1}\n\n"
+        "TASKS = [{'name': 'one', 'fn': one}]\n"
+    )
+    completed = cli("run", "sub/file_tasks.py:TASKS", "--output", "json", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"from_file": 1}
 
 
 def test_the_console_script_runs_a_function_returning_tasks_with_the_options() -> None:
@@ -175,6 +315,8 @@ def test_the_console_script_runs_a_function_returning_tasks_with_the_options() -
         "0",
         "--timeout",
         "20",
+        "--output",
+        "json",
         script=True,
     )
     assert completed.returncode == 0, completed.stderr
@@ -185,13 +327,13 @@ def test_run_imports_a_module_from_the_current_directory(tmp_path: Path) -> None
     (tmp_path / "here_tasks.py").write_text(
         "def one(ctx, is_active):\n    return {'here': 1}\n\nTASKS = [{'name': 'one', 'fn': one}]\n"
     )
-    completed = cli("run", "here_tasks:TASKS", cwd=tmp_path)
+    completed = cli("run", "here_tasks:TASKS", "--output", "json", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == {"here": 1}
 
 
 def test_run_exits_1_when_the_job_fails_and_names_the_task_and_error() -> None:
-    completed = cli("run", "cli_tasks:FAILING", "--max-retries", "0")
+    completed = cli("run", "cli_tasks:FAILING", "--max-retries", "0", "--output", "json")
     assert completed.returncode == 1
     assert "state: failed" in completed.stderr
     assert "failed task: bad" in completed.stderr
@@ -238,7 +380,7 @@ def test_run_rejects_bad_arguments_with_exit_2_and_no_traceback(args: list[str])
 
 def test_ctrl_c_cancels_the_job_cleanly_and_exits_130(tmp_path: Path) -> None:
     marker = tmp_path / "running"
-    command = [sys.executable, "-m", "daguerreo_actors", "run", "cli_tasks:SPINNER"]
+    command = [sys.executable, "-m", "daguerreo_actors", "run", "cli_tasks:SPINNER", "-o", "json"]
     process = subprocess.Popen(
         [*command, "--ctx", json.dumps({"marker": str(marker)})],
         stdout=subprocess.PIPE,
@@ -266,13 +408,21 @@ def test_ctrl_c_cancels_the_job_cleanly_and_exits_130(tmp_path: Path) -> None:
 
 
 def test_run_escapes_control_characters_in_the_printed_ctx_and_keeps_it_json() -> None:
-    completed = cli("run", "cli_tasks:EVIL")
+    completed = cli("run", "cli_tasks:EVIL", "--output", "json", "--keys", "text")
     assert completed.returncode == 0, completed.stderr
     assert unsafe_chars(completed.stdout) == []
     assert unsafe_chars(completed.stderr) == []
     ctx = json.loads(completed.stdout)
     assert ctx["text"] == "red\x1b[31m\u202eright\u009b"  # the value round-trips
-    assert ctx["sneaky"] == "sneaky\x1b]0;title\x07\u202e"
+
+
+@pytest.mark.parametrize("output", ["summary", "repr"])
+def test_run_escapes_control_characters_in_every_output(output: str) -> None:
+    completed = cli("run", "cli_tasks:EVIL", "--output", output)
+    assert completed.returncode == 0, completed.stderr
+    assert unsafe_chars(completed.stdout) == []
+    assert unsafe_chars(completed.stderr) == []
+    assert "sneaky\\x1b]0;title\\x07\\u202e" in completed.stdout  # a user __repr__
 
 
 def test_run_with_json_log_writes_what_tail_and_summary_read(tmp_path: Path) -> None:
@@ -301,6 +451,128 @@ def test_run_with_json_log_writes_what_tail_and_summary_read(tmp_path: Path) -> 
             rf"{name}\s+\S\s+1\s+\S\s+\d+\.\d{{3}}s\s+\S\s+\d+\.\d{{3}}s", summary.stdout
         )
     assert "critical path: root -> slow -> sink" in summary.stdout
+
+
+# -- the ctx's outputs, in-process ------------------------------------------------------
+
+
+def cycle() -> list[Any]:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    return loop
+
+
+def deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("nan"), "ctx key 'k': nan is not JSON"),
+        ({1, 2}, "ctx key 'k': a value of type set is not JSON"),
+        ({"a": [1, b"x"]}, "ctx key 'k': a value of type bytes is not JSON (at ['a'][1])"),
+        ([{"ok": 1}, {2: "two"}], "ctx key 'k': the key 2 is not a string (at [1])"),
+        (cycle(), "ctx key 'k': the value contains itself (a cycle) (at [1])"),
+        (deep(100_000), "ctx key 'k': the value is nested too deeply for JSON"),
+        (10**5000, "ctx key 'k': cannot be written as JSON"),
+    ],
+    ids=["nan", "set", "bytes", "int-key", "cycle", "deep", "huge-int"],
+)
+def test_ctx_json_refuses_what_json_cannot_hold_and_says_where(value: Any, message: str) -> None:
+    from daguerreo_actors._cli_output import NotJSONError, ctx_json
+
+    with pytest.raises(NotJSONError) as caught:
+        ctx_json({"ok": 1, "k": value})
+    assert str(caught.value).startswith(message)
+    assert caught.value.key == "k"
+
+
+def test_ctx_json_writes_plain_json_values_as_they_are() -> None:
+    from daguerreo_actors._cli_output import ctx_json
+
+    ctx = {"s": "\u202e\x9b", "n": [1, 2.5, True, None], "t": (1, 2), "d": {"a": {"b": []}}}
+    text = ctx_json(ctx)
+    assert unsafe_chars(text) == []
+    assert json.loads(text) == {**ctx, "t": [1, 2]}
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    value=st.recursive(
+        st.none() | st.integers() | st.text() | st.binary() | st.floats(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text() | st.integers(), inner),
+        max_leaves=30,
+    ),
+    width=st.integers(min_value=20, max_value=200),
+)
+def test_a_summary_line_never_exceeds_the_width_nor_prints_a_control_character(
+    value: Any, width: int
+) -> None:
+    from daguerreo_actors._cli_output import size_of, summary_lines
+
+    (line,) = summary_lines({"key\x1b[2J": value}, width)
+    # name, type and size come first; the value gets the rest, at least 10.
+    head = len("key\\x1b[2J") + 2 + len(type(value).__name__) + 2 + len(size_of(value)) + 2
+    assert len(line.plain) <= max(width, head + 10)
+    assert unsafe_chars(line.plain) == []
+
+
+# -- the README's example ----------------------------------------------------------
+
+
+def readme_run_command() -> str:
+    """The ``daguerreo-actors run`` line of the README's "Command line" section."""
+    readme = (TESTS_DIR.parent / "README.md").read_text()
+    section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    lines = [
+        line for line in block.group(1).splitlines() if line.startswith("daguerreo-actors run")
+    ]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_the_readme_run_command_runs_as_written_from_the_repository_root() -> None:
+    # It used to fail three ways: "{...}" is not JSON, "smoothie" cannot be
+    # imported from the root, and the smoothie needs "liquids" too.
+    command = readme_run_command()
+    args = shlex.split(command)
+    assert args[0] == "daguerreo-actors"
+    root = TESTS_DIR.parent
+    env = cli_env(PATH=f"{SCRIPT.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("PYTHONPATH")  # nothing but what the command itself says
+    with tempfile.TemporaryDirectory() as scratch:
+        # The command may write its log under build/ (ignored by git): keep
+        # what was there.
+        log = next((Path(a) for a in args if a.endswith(".jsonl")), None)
+        kept = root / log if log is not None and (root / log).exists() else None
+        saved = Path(scratch) / "kept.jsonl"
+        if kept is not None:
+            saved.write_bytes(kept.read_bytes())
+        try:
+            completed = subprocess.run(
+                command,
+                shell=True,
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+                check=False,
+            )
+        finally:
+            if log is not None and (root / log).exists():
+                (root / log).unlink()
+            if kept is not None:
+                kept.write_bytes(saved.read_bytes())
+    assert completed.returncode == 0, completed.stderr
+    assert "state: completed" in completed.stderr
+    assert re.search(r"^smoothie\s+str\s+\d+ chars  'sugar \+ ", completed.stdout, re.M)
 
 
 # -- graph and validate --------------------------------------------------------------
@@ -690,6 +962,37 @@ def test_summary_shows_each_job_with_its_tasks_and_critical_path(tmp_path: Path)
     none = cli("summary", str(log), "--job", "zzz")
     assert none.returncode == 2
     assert "no job found in the log matching 'zzz'" in none.stderr
+
+
+def test_tail_and_summary_show_what_a_task_returned_that_was_not_a_mapping(
+    tmp_path: Path,
+) -> None:
+    # INVALID_RESULT entries carry their message in "error" (no error_type).
+    log = tmp_path / "job.jsonl"
+    run = cli("run", "cli_tasks:RETURNS_NONE", "--json-log", str(log))
+    assert run.returncode == 1
+    message = (
+        "task 'returns-none' returned None; a task must return a mapping (return {} for no output)"
+    )
+    tail = cli("tail", str(log))
+    assert tail.returncode == 0, tail.stderr
+    line = next(line for line in tail.stdout.splitlines() if "-> invalid_result" in line)
+    assert line.endswith(message)
+    summary = cli("summary", str(log))
+    assert summary.returncode == 0, summary.stderr
+    assert f"error: returns-none #1: {message}" in summary.stdout.splitlines()
+
+
+def test_summary_shows_the_last_attempts_error_of_each_task_that_did_not_complete(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "job.jsonl"
+    run = cli("run", "cli_tasks:FAILING", "--max-retries", "1", "--json-log", str(log))
+    assert run.returncode == 1
+    summary = cli("summary", str(log))
+    assert summary.returncode == 0, summary.stderr
+    errors = [line for line in summary.stdout.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: bad #2: ValueError: boom\\x1b[2J"]
 
 
 def test_summary_of_a_log_without_jobs_fails_cleanly(tmp_path: Path) -> None:

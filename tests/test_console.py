@@ -6,7 +6,7 @@ import io
 import re
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from rich.console import Console
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, ProgressListener, Task, TaskEvent, TaskState
+from daguerreo_actors._console import format_elapsed
 
 SGR = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -34,9 +35,12 @@ def broken(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
 
 
 def run_to_end(
-    tasks: list[Task], listener: Callable[[d.Event], Any], **options: Any
+    tasks: list[Task],
+    listener: Callable[[d.Event], Any],
+    listeners_also: Sequence[Callable[[d.Event], Any]] = (),
+    **options: Any,
 ) -> d.JobResult:
-    job = d.run(tasks, listeners=[listener], **options)
+    job = d.run(tasks, listeners=[listener, *listeners_also], **options)
     result: d.JobResult = job.get(timeout=WAIT)
     assert job.wait_for_listeners(WAIT)
     return result
@@ -111,6 +115,39 @@ def test_event_logger_lines_never_carry_a_raw_control_character(name: str) -> No
 # -- ProgressListener -----------------------------------------------------------------
 
 
+def sleeper(seconds: float) -> Callable[[Ctx, IsActive], dict[str, Any]]:
+    """Sleep (polling is_active) for ``seconds``, then return nothing."""
+
+    def fn(_ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while is_active() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return {}
+
+    return fn
+
+
+def final_line(buffer: io.StringIO) -> str:
+    return SGR.sub("", buffer.getvalue()).replace("\r", "\n").splitlines()[-1]
+
+
+def clock_of(line: str) -> float:
+    match = re.search(r"  (\d+\.\d)s  ", line)
+    assert match is not None, line
+    return float(match.group(1))
+
+
+def feed(progress: ProgressListener, *changes: tuple[str, TaskState, TaskState]) -> None:
+    """Events by hand: the job starts, then each (task, old, new)."""
+    t = time.time()
+    progress(JobEvent("j", JobState.IDLE, JobState.RUNNING, t))
+    for task, old, new in changes:
+        progress(TaskEvent("j", task, old, new, 1, t))
+
+
+U, R, RUN = TaskState.UNSCHEDULED, TaskState.READY, TaskState.RUNNING
+
+
 @pytest.mark.parametrize("terminal", [False, True])
 def test_the_progress_display_ends_showing_every_task_done(terminal: bool) -> None:
     buffer = io.StringIO()
@@ -123,10 +160,55 @@ def test_the_progress_display_ends_showing_every_task_done(terminal: bool) -> No
     ]
     assert run_to_end(tasks, progress).ok
     assert progress.state == "completed"
-    final = SGR.sub("", buffer.getvalue()).replace("\r", "\n").splitlines()[-1]
-    assert "demo" in final
-    assert "4/4" in final
-    assert "running 0  retrying 0  failed 0  completed" in final
+    final = final_line(buffer)
+    assert final.startswith("demo ")
+    assert " 4/4 " in final
+    assert final.endswith("running 0  retrying 0  failed 0  completed")
+
+
+def test_a_job_that_times_out_counts_only_completed_tasks_as_done_and_says_so() -> None:
+    # The issue's case: 8 tasks, a 1 s job timeout, 2 completed. The display
+    # used to say 8/8 and 0:00:00.
+    buffer = io.StringIO()
+    progress = ProgressListener(8, console=console(buffer, terminal=False))
+    tasks = [
+        Task("a", sleeper(0.05)),
+        Task("b", sleeper(0.05)),
+        Task("slow-1", sleeper(30), dependencies=["a"]),
+        Task("slow-2", sleeper(30), dependencies=["b"]),
+        *(Task(f"later-{i}", sleeper(0), dependencies=["slow-1", "slow-2"]) for i in range(4)),
+    ]
+    result = run_to_end(tasks, progress, timeout=1.0, max_concurrency=4)
+    assert result.state is JobState.TIMED_OUT
+    final = final_line(buffer)
+    assert " 2/8 " in final
+    assert "running 0  retrying 0  failed 0  cancelled 2  skipped 4  timed_out" in final
+    assert final.endswith("timed_out")
+    # The job's own clock: about the timeout, not 0.
+    assert 0.7 <= clock_of(final) <= 1.5
+    assert progress.counts == {
+        "done": 2,
+        "running": 0,
+        "retrying": 0,
+        "failed": 0,
+        "cancelled": 2,
+        "skipped": 4,
+    }
+
+
+def test_a_failed_job_counts_the_failed_task_apart_and_ends_with_failed() -> None:
+    buffer = io.StringIO()
+    progress = ProgressListener(4, console=console(buffer, terminal=False))
+    tasks = [
+        Task("a", step("a")),
+        Task("b", step("b")),
+        Task("bad", broken, dependencies=["a", "b"], max_retries=0),
+        Task("after", step("x"), dependencies=["bad"]),
+    ]
+    assert run_to_end(tasks, progress).state is JobState.FAILED
+    final = final_line(buffer)
+    assert " 2/4 " in final
+    assert final.endswith("failed 1  skipped 1  failed")
 
 
 def test_the_progress_display_counts_failures_of_optional_tasks() -> None:
@@ -138,9 +220,38 @@ def test_the_progress_display_counts_failures_of_optional_tasks() -> None:
         Task("c", step("c"), dependencies=["a"]),
     ]
     assert run_to_end(tasks, progress).ok
-    final = buffer.getvalue().splitlines()[-1]
-    assert "3/3" in final
-    assert "running 0  retrying 0  failed 1  completed" in final
+    final = final_line(buffer)
+    assert " 2/3 " in final
+    assert final.endswith("running 0  retrying 0  failed 1  completed")
+
+
+def test_a_bad_result_counts_as_failed() -> None:
+    buffer = io.StringIO()
+    progress = ProgressListener(1, console=console(buffer, terminal=False))
+    assert run_to_end([Task("none", lambda _c, _a: None)], progress).state is JobState.FAILED
+    final = final_line(buffer)
+    assert " 0/1 " in final
+    assert final.endswith("running 0  retrying 0  failed 1  failed")
+    assert progress.counts["failed"] == 1
+    assert progress.counts["done"] == 0
+
+
+@pytest.mark.parametrize(
+    "state", [s for s in TaskState if s.is_terminal and s is not TaskState.COMPLETED]
+)
+def test_every_terminal_state_but_completed_is_counted_apart_not_done(state: TaskState) -> None:
+    # Generic over TaskState: a terminal state added later is counted too.
+    buffer = io.StringIO()
+    progress = ProgressListener(2, console=console(buffer, terminal=False))
+    feed(progress, ("a", U, R), ("a", R, RUN), ("a", RUN, TaskState.COMPLETED), ("b", U, state))
+    progress(JobEvent("j", JobState.RUNNING, JobState.CANCELLED, time.time()))
+    counts = progress.counts
+    assert counts["done"] == 1
+    bucket = "failed" if state is TaskState.INVALID_RESULT else state.value
+    assert counts[bucket] == 1
+    assert sum(counts.values()) == 2
+    assert " 1/2 " in final_line(buffer)
+    assert f"  {bucket} 1" in final_line(buffer)
 
 
 def test_without_a_total_the_progress_display_counts_the_tasks_it_saw() -> None:
@@ -148,9 +259,9 @@ def test_without_a_total_the_progress_display_counts_the_tasks_it_saw() -> None:
     progress = ProgressListener(console=console(buffer, terminal=False))
     tasks = [Task("a", step("a")), Task("b", fails_once(), max_retries=3)]
     assert run_to_end(tasks, progress).ok
-    final = buffer.getvalue().splitlines()[-1]
-    assert "2/2" in final
-    assert "retrying 0  failed 0  completed" in final
+    final = final_line(buffer)
+    assert " 2/2 " in final
+    assert final.endswith("retrying 0  failed 0  completed")
 
 
 def test_the_progress_display_counts_running_and_retrying_tasks() -> None:
@@ -158,24 +269,106 @@ def test_the_progress_display_counts_running_and_retrying_tasks() -> None:
     # and "b" runs, so the final rendering shows both counts.
     buffer = io.StringIO()
     progress = ProgressListener(3, console=console(buffer, terminal=False))
-    t = time.time()
-    events: list[d.Event] = [
-        JobEvent("j", JobState.IDLE, JobState.RUNNING, t),
-        TaskEvent("j", "a", TaskState.UNSCHEDULED, TaskState.READY, 0, t),
-        TaskEvent("j", "b", TaskState.UNSCHEDULED, TaskState.READY, 0, t),
-        TaskEvent("j", "a", TaskState.READY, TaskState.RUNNING, 1, t),
-        TaskEvent("j", "b", TaskState.READY, TaskState.RUNNING, 1, t),
-        TaskEvent("j", "a", TaskState.RUNNING, TaskState.EXCEPTION, 1, t),
-        TaskEvent("j", "a", TaskState.EXCEPTION, TaskState.READY, 1, t),
-        TaskEvent("j", "c", TaskState.UNSCHEDULED, TaskState.SKIPPED, 0, t),
-        JobEvent("j", JobState.RUNNING, JobState.CANCELLED, t),
-    ]
-    for event in events:
-        progress(event)
-    final = buffer.getvalue().splitlines()[-1]
-    assert "1/3" in final
-    assert "running 1  retrying 1  failed 0  cancelled" in final
+    feed(
+        progress,
+        ("a", U, R),
+        ("b", U, R),
+        ("a", R, RUN),
+        ("b", R, RUN),
+        ("a", RUN, TaskState.EXCEPTION),
+        ("a", TaskState.EXCEPTION, R),
+        ("c", U, TaskState.SKIPPED),
+    )
+    assert progress.line().plain.endswith("running 1: b  retrying 1  failed 0  skipped 1")
+    progress(JobEvent("j", JobState.RUNNING, JobState.CANCELLED, time.time()))
+    final = final_line(buffer)
+    assert " 0/3 " in final
+    assert final.endswith("running 1: b  retrying 1  failed 0  skipped 1  cancelled")
     assert progress.state == "cancelled"
+
+
+def test_the_display_names_the_first_three_running_tasks_then_counts_the_rest() -> None:
+    progress = ProgressListener(6, console=console(io.StringIO(), terminal=False))
+    names = ["one", "two", "three", "four", "five"]
+    feed(progress, *((n, R, RUN) for n in names))
+    assert "running 5: one, two, three +2  retrying 0" in progress.line().plain
+    feed(progress, ("one", RUN, TaskState.COMPLETED), ("three", RUN, TaskState.COMPLETED))
+    assert "running 3: two, four, five  retrying 0" in progress.line().plain
+    assert progress.running == ["two", "four", "five"]
+    progress(JobEvent("j", JobState.RUNNING, JobState.CANCELLED, time.time()))
+    assert progress.line().plain.endswith("  cancelled")
+
+
+def test_running_task_names_are_shown_as_text_not_markup_and_escaped() -> None:
+    buffer = io.StringIO()
+    progress = ProgressListener(1, console=console(buffer, terminal=True))
+    feed(progress, ("[red]x[/red]\x1b[2J", R, RUN))
+    progress(JobEvent("j", JobState.RUNNING, JobState.CANCELLED, time.time()))
+    assert "running 1: [red]x[/red]\\x1b[2J  retrying" in final_line(buffer)
+    assert "\x1b[2J" not in buffer.getvalue()
+
+
+def test_the_clock_runs_while_the_job_runs_and_stops_at_its_wall_time() -> None:
+    # On a terminal the line is redrawn ten times a second: the clock must
+    # advance (it read 0:00:00 throughout before).
+    buffer = io.StringIO()
+    progress = ProgressListener(1, console=console(buffer, terminal=True))
+    assert run_to_end([Task("nap", sleeper(0.6))], progress).ok
+    frames = SGR.sub("", buffer.getvalue()).replace("\r", "\n").splitlines()
+    clocks = [clock_of(f) for f in frames if re.search(r"  \d+\.\ds  ", f)]
+    assert len(set(clocks)) >= 3, clocks
+    assert clocks == sorted(clocks)
+    assert 0.5 <= clocks[-1] <= 1.5
+    assert "running 1: nap" in "\n".join(frames)
+
+
+def test_lines_printed_through_the_display_are_whole_lines_never_cut_by_it() -> None:
+    # event_logger prints through the display's console: on a terminal each
+    # line lands above the live line, whole; the live line is drawn again
+    # below it. Before, the two wrote to the terminal apart and a line could
+    # be cut by a redraw ("...completed 0:00:00garnish > running -> completed").
+    buffer = io.StringIO()
+    progress = ProgressListener(6, console=console(buffer, terminal=True))
+    lines: list[str] = []
+    log = d.event_logger(lambda line: (lines.append(line), progress.print(line)))
+    tasks = [Task(f"t{i}", sleeper(0.02 * i)) for i in range(6)]
+    assert run_to_end(tasks, log, listeners_also=[progress]).ok
+    # Every control sequence and redraw removed, what is left is whole lines.
+    shown = SGR.sub("", buffer.getvalue()).replace("\r", "\n").splitlines()
+    printed = [line for line in shown if " > " in line]
+    assert printed == lines
+    assert len(lines) == 2 + 6 * 3
+
+
+def test_the_display_and_event_logger_share_one_console_and_never_interleave() -> None:
+    # Without a terminal: the event lines and the final line are whole, and
+    # the display prints nothing else into the lines.
+    buffer = io.StringIO()
+    progress = ProgressListener(20, console=console(buffer, terminal=False))
+    log = d.event_logger(progress.print)
+    tasks = [Task(f"t{i}", sleeper(0.001 * i)) for i in range(20)]
+    assert run_to_end(tasks, log, listeners_also=[progress]).ok
+    shown = buffer.getvalue().splitlines()
+    assert len(shown) == 2 + 20 * 3 + 1
+    assert sum(1 for line in shown if re.fullmatch(r"(JOB|t\d+) > [a-z_]+ -> [a-z_]+", line)) == 62
+    assert [line for line in shown if "20/20" in line] == [
+        line for line in shown if line.startswith("job ")
+    ]
+
+
+def test_progress_print_escapes_control_characters_and_markup() -> None:
+    buffer = io.StringIO()
+    progress = ProgressListener(1, console=console(buffer, terminal=False))
+    progress.print("[bold]x\x1b[31m")
+    assert buffer.getvalue() == "[bold]x\\x1b[31m\n"
+    assert progress.console.file is buffer
+
+
+def test_a_transient_display_leaves_nothing_behind() -> None:
+    buffer = io.StringIO()
+    progress = ProgressListener(1, console=console(buffer, terminal=False), transient=True)
+    assert run_to_end([Task("a", step("a"))], progress).ok
+    assert buffer.getvalue() == ""
 
 
 def test_the_progress_description_is_shown_as_text_not_markup() -> None:
@@ -186,4 +379,14 @@ def test_the_progress_description_is_shown_as_text_not_markup() -> None:
     assert run_to_end([Task("a", step("a"))], progress).ok
     final = buffer.getvalue().splitlines()[-1]
     assert final.startswith("x[/bold] [red]y\\x1b[2J ")
-    assert "1/1" in final
+    assert " 1/1 " in final
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0.0s"), (0.26, "0.3s"), (59.9, "59.9s"), (61, "0:01:01"), (3725, "1:02:05")],
+)
+def test_format_elapsed_shows_tenths_under_a_minute_and_h_mm_ss_above(
+    seconds: float, shown: str
+) -> None:
+    assert format_elapsed(seconds) == shown

@@ -349,6 +349,128 @@ def test_save_timeline_of_a_report_built_from_a_log_mid_job(tmp_path: Path) -> N
     assert report.save_timeline(tmp_path / "t.png").stat().st_size > 0
 
 
+def smoothie_events(*, garnish_fails: bool = True, optional: int = 1) -> list[d.Event]:
+    """A 2 s job: a long task, a 4 ms optional failure (or more), and a skipped task."""
+    job, t0 = "j", 1000.0
+    ts = TaskState
+    events: list[d.Event] = [
+        JobEvent(job, JobState.IDLE, JobState.RUNNING, t0),
+        TaskEvent(job, "blend", ts.UNSCHEDULED, ts.READY, 0, t0),
+        TaskEvent(job, "blend", ts.READY, ts.RUNNING, 1, t0),
+        TaskEvent(job, "blend", ts.RUNNING, ts.COMPLETED, 1, t0 + 2.0),
+        TaskEvent(job, "never", ts.UNSCHEDULED, ts.SKIPPED, 0, t0 + 1.5),
+    ]
+    for i in range(optional):
+        name = "garnish" if i == 0 else f"garnish-{i}"
+        events += [
+            TaskEvent(job, name, ts.UNSCHEDULED, ts.READY, 0, t0 + 1.0),
+            TaskEvent(job, name, ts.READY, ts.RUNNING, 1, t0 + 1.0),
+        ]
+        if garnish_fails:
+            error = RuntimeError("no sugar")
+            events += [
+                TaskEvent(job, name, ts.RUNNING, ts.EXCEPTION, 1, t0 + 1.004, exception=error),
+                TaskEvent(job, name, ts.EXCEPTION, ts.FAILED, 1, t0 + 1.004, exception=error),
+            ]
+        else:
+            events.append(TaskEvent(job, name, ts.RUNNING, ts.COMPLETED, 1, t0 + 1.004))
+    events.append(JobEvent(job, JobState.RUNNING, JobState.COMPLETED, t0 + 2.0))
+    return events
+
+
+def test_an_attempt_of_4_ms_in_a_2_s_job_is_drawn_at_least_1_percent_of_the_span_wide() -> None:
+    from daguerreo_actors._timeline import COLOURS, build_figure, layout
+
+    report = JobReport.from_events(smoothie_events())
+    plan = layout(report)
+    garnish = next(row for row in plan.rows if row.name == "garnish")
+    (bar,) = [b for b in garnish.bars if not b.queued]
+    assert bar.left == pytest.approx(1.0)
+    assert bar.width == pytest.approx(0.02)  # 1% of 2 s, not 4 ms
+    # And in the picture: count the pixel columns of the failure's colour
+    # inside the axes (the legend has a patch of it too, outside).
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig = build_figure(report)
+    try:
+        fig.canvas.draw()
+        pixels = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].astype(int)
+        box = fig.axes[0].get_window_extent()
+        height = pixels.shape[0]
+        inside = pixels[int(height - box.y1) : int(height - box.y0), int(box.x0) : int(box.x1)]
+        red = tuple(int(COLOURS[TaskState.EXCEPTION][i : i + 2], 16) for i in (1, 3, 5))
+        match = (np.abs(inside - np.array(red)) <= 8).all(axis=2)
+        columns = int(match.any(axis=0).sum())
+    finally:
+        plt.close(fig)
+    assert columns >= 6, f"the 4 ms failure is {columns} pixels wide"
+
+
+def test_skipped_tasks_get_a_row_of_their_own_saying_skipped() -> None:
+    from daguerreo_actors._timeline import build_figure, layout
+
+    report = JobReport.from_events(smoothie_events())
+    rows = {row.name: row for row in layout(report).rows}
+    assert set(rows) == {"blend", "garnish", "never"}
+    assert rows["never"].bars == ()
+    assert rows["never"].label == "skipped"
+    assert rows["never"].at == pytest.approx(1.5)
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(report)
+    try:
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["blend", "garnish", "never"]
+        assert [t.get_text() for t in ax.texts] == ["skipped"]
+    finally:
+        plt.close(fig)
+
+
+def test_a_task_that_never_ran_in_a_report_taken_mid_job_has_a_row_too() -> None:
+    from daguerreo_actors._timeline import layout
+
+    events = smoothie_events()[:2]  # the job started, "blend" is READY
+    (row,) = layout(JobReport.from_events(events)).rows
+    assert (row.name, row.label, row.bars) == ("blend", "never ran", ())
+
+
+@pytest.mark.parametrize(
+    ("optional", "title"),
+    [
+        (1, "job j: completed (1 optional task failed: garnish), 2.000 s"),
+        (
+            5,
+            "job j: completed (5 optional tasks failed: garnish, garnish-1, garnish-2 +2), 2.000 s",
+        ),
+    ],
+)
+def test_the_title_of_a_job_that_completed_names_the_optional_tasks_that_failed(
+    optional: int, title: str
+) -> None:
+    from daguerreo_actors._timeline import build_figure, layout
+
+    report = JobReport.from_events(smoothie_events(optional=optional))
+    assert layout(report).title == title
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(report)
+    try:
+        assert fig.axes[0].get_title() == title
+    finally:
+        plt.close(fig)
+
+
+def test_the_title_of_a_job_that_completed_cleanly_or_failed_says_so() -> None:
+    from daguerreo_actors._timeline import layout
+
+    clean = JobReport.from_events(smoothie_events(garnish_fails=False))
+    assert layout(clean).title == "job j: completed, 2.000 s"
+    tasks = [Task("bad", flaky(99)), Task("never", sleeper(0), dependencies=["bad"])]
+    _, failed = reported(tasks, max_retries=0)
+    assert layout(failed).title.endswith(f": failed (failed task: bad), {failed.wall_time:.3f} s")
+
+
 def test_save_timeline_rejects_other_formats(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.png or \.svg"):
         JobReport().save_timeline(tmp_path / "timeline.pdf")
