@@ -208,7 +208,7 @@ def test_a_failed_job_counts_the_failed_task_apart_and_ends_with_failed() -> Non
     assert run_to_end(tasks, progress).state is JobState.FAILED
     final = final_line(buffer)
     assert " 2/4 " in final
-    assert final.endswith("failed 1  skipped 1  failed")
+    assert final.endswith("failed 1  upstream_failed 1  failed")
 
 
 def test_the_progress_display_counts_failures_of_optional_tasks() -> None:
