@@ -50,6 +50,7 @@ class Attempt:
         "last_beat",
         "node",
         "number",
+        "parked",
         "progress",
         "returned",
         "started",
@@ -86,6 +87,8 @@ class Attempt:
         self.last_beat = 0.0
         #: The last ``progress`` given to ``is_active``.
         self.progress: object = None
+        #: Its code waits in ``VirtualClock.sleep`` (``testing.py``).
+        self.parked = False
 
     def __repr__(self) -> str:
         fate = ("active", "finished", "abandoned")[self.fate]

@@ -74,6 +74,7 @@ class JobActor(Overrun):
     """Runs one job; see the module docstring."""
 
     __slots__ = (
+        "__weakref__",
         "_actors",
         "_attempts",
         "_beats",
@@ -149,9 +150,13 @@ class JobActor(Overrun):
         self._conflicts: list[KeyConflict] = []
         self._book = CtxBook.initial(ctx, track_writers=options.on_conflict != "ignore")
         executor = options.executor
-        self._tiers: tuple[Tier, ...] = tiers_for(tasks, executor, job_id)
-        # Offers need threads that run attempts themselves: the pool's.
-        self._offers = Offers(self._lock) if executor is None else None
+        virtual = getattr(clock, "virtual", False) is True
+        self._tiers: tuple[Tier, ...] = tiers_for(tasks, executor, job_id, virtual=virtual)
+        # Offers need threads that run attempts themselves: the pool's. On a
+        # virtual clock none, so that every start goes through the books.
+        self._offers = Offers(self._lock) if executor is None and not virtual else None
+        if virtual:
+            clock.attach(self)  # type: ignore[attr-defined]
         self._attempts: dict[int, Attempt] = {}  # the running attempt of each node
         self._actors: dict[int, TaskActor] = {}  # the TaskActor of each running node
         self._offered: dict[int, tuple[TaskActor, Attempt]] = {}
@@ -410,6 +415,13 @@ class JobActor(Overrun):
 
     def _revoke(self, node: int) -> bool:
         return self._offers is None or self._offers.revoke(node)
+
+    def quiescent(self) -> bool:
+        """Nothing to handle, and every running attempt returned or sleeps on the clock."""
+        with self._lock:
+            if self._draining or self._mailbox:
+                return False
+            return all(a.parked or a.returned for a in self._attempts.values())
 
     def _new_attempt(self, node: int, number: int) -> Attempt:
         # With a heartbeat, is_active() stamps the time it is called.

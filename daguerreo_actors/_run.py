@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from daguerreo_actors._clock import REAL_CLOCK, new_job_id
+from daguerreo_actors._clock import REAL_CLOCK, Clock, new_job_id
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener, start_listeners
@@ -43,6 +43,7 @@ def run(
     on_conflict: str = "warn",
     on_failure: str = "stop",
     resources: Mapping[str, int] | None = None,
+    clock: Clock | None = None,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -65,12 +66,20 @@ def run(
     writer's result is INVALID_RESULT) or ``"ignore"``; ``on_failure`` what
     a failed task does to the job: ``"stop"`` it (after the ``all_done`` and
     ``any_failed`` tasks) or ``"continue"`` with everything that can still
-    run; ``resources`` the capacity of each resource tasks may hold.
+    run; ``resources`` the capacity of each resource tasks may hold;
+    ``clock`` the job's time source (``daguerreo_actors.testing.VirtualClock``
+    in tests; the system's by default).
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
     """
-    clock = REAL_CLOCK
+    if clock is None:
+        clock = REAL_CLOCK
+    elif not all(callable(getattr(clock, name, None)) for name in ("monotonic", "time", "timers")):
+        raise TypeError(
+            "clock must be None or a Clock (daguerreo_actors.testing.VirtualClock), "
+            f"got {type(clock).__name__}"
+        )
     started = clock.monotonic()
     check_options(
         timeout=timeout,

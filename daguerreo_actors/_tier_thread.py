@@ -61,6 +61,28 @@ class ThreadTier:
 #: Stateless: one instance serves every job.
 THREADS = ThreadTier()
 
+#: The attempt a thread of a job on a virtual clock runs (``testing.py``).
+current = threading.local()
+
+
+class VirtualThreadTier(ThreadTier):
+    """The thread tier of a job on a virtual clock: it says which attempt a thread runs,
+    so that ``VirtualClock.sleep`` can mark it parked."""
+
+    __slots__ = ()
+
+    def start(
+        self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
+    ) -> Runnable | None:
+        current.attempt = attempt
+        try:
+            return super().start(attempt, fn, ctx, report)
+        finally:
+            current.attempt = None
+
+
+VIRTUAL_THREADS = VirtualThreadTier()
+
 
 class _Interrupter:
     """The handle of a thread attempt that may be interrupted (``Task(interrupt=True)``).

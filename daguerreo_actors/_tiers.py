@@ -179,13 +179,17 @@ def is_dask_client(executor: object) -> bool:
     )
 
 
-def _threads(interrupt: bool = False) -> Tier:
-    from daguerreo_actors._tier_thread import INTERRUPTING, THREADS
+def _threads(interrupt: bool = False, virtual: bool = False) -> Tier:
+    from daguerreo_actors._tier_thread import INTERRUPTING, THREADS, VIRTUAL_THREADS
 
+    if virtual:
+        return VIRTUAL_THREADS
     return INTERRUPTING if interrupt else THREADS
 
 
-def tier_for(executor: object, job_id: str, nodes: int, *, interrupt: bool = False) -> Tier:
+def tier_for(
+    executor: object, job_id: str, nodes: int, *, interrupt: bool = False, virtual: bool = False
+) -> Tier:
     """The tier of an ``executor`` (None: the engine's own pool threads).
 
     ``"processes"`` is the engine's default :class:`ProcessTier`; a tier
@@ -193,7 +197,7 @@ def tier_for(executor: object, job_id: str, nodes: int, *, interrupt: bool = Fal
     job (``close`` when it ends).
     """
     if executor is None:
-        return _threads(interrupt)
+        return _threads(interrupt, virtual)
     if isinstance(executor, str) or is_tier(executor):
         from daguerreo_actors._tier_pebble import PebbleTier, default_tier
 
@@ -224,7 +228,9 @@ def tier_for(executor: object, job_id: str, nodes: int, *, interrupt: bool = Fal
     raise TypeError(f"not an executor: {type(executor).__name__}")
 
 
-def tiers_for(tasks: Sequence[Task], executor: object, job_id: str) -> tuple[Tier, ...]:
+def tiers_for(
+    tasks: Sequence[Task], executor: object, job_id: str, *, virtual: bool = False
+) -> tuple[Tier, ...]:
     """Each task's tier: its own executor, else the job's; one tier per executor."""
     made: dict[tuple[int, bool], Tier] = {}
     tiers = []
@@ -237,7 +243,9 @@ def tiers_for(tasks: Sequence[Task], executor: object, job_id: str) -> tuple[Tie
         key = (id(chosen), task.interrupt and chosen is None)
         tier = made.get(key)
         if tier is None:
-            tier = made[key] = tier_for(chosen, job_id, len(tasks), interrupt=key[1])
+            tier = made[key] = tier_for(
+                chosen, job_id, len(tasks), interrupt=key[1], virtual=virtual
+            )
         tiers.append(tier)
     return tuple(tiers)
 

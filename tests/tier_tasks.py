@@ -114,3 +114,25 @@ def raise_remote() -> None:
     from daguerreo_actors._errors import RemoteTaskError
 
     raise RemoteTaskError("a", "b", "c")
+
+
+def stuck_first_attempt(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    """The first attempt (no marker yet) hangs for good; the next one returns."""
+    marker = Path(ctx["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(1000)
+    return {"pid": os.getpid()}
+
+
+def exits_first_attempt(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    """The first attempt kills its own worker process; the next one returns."""
+    marker = Path(ctx["marker"])
+    if not marker.exists():
+        marker.write_text("exited")
+        os._exit(3)
+    return {"survived": True}
+
+
+def square(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"square": ctx["n"] ** 2, "pid": os.getpid()}
