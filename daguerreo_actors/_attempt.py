@@ -18,9 +18,12 @@ discarded, never merged.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Protocol
+
+from daguerreo_actors._text import progress_text
 
 ACTIVE = 0
 FINISHED = 1
@@ -50,8 +53,11 @@ class Attempt:
         "last_beat",
         "node",
         "number",
+        "on_progress",
         "parked",
         "progress",
+        "progress_logged_at",
+        "progress_text",
         "returned",
         "started",
         "started_at",
@@ -85,8 +91,13 @@ class Attempt:
         #: With a heartbeat (``clock`` given): when ``is_active`` was last called.
         self._clock = clock
         self.last_beat = 0.0
-        #: The last ``progress`` given to ``is_active``.
+        #: The last ``progress`` given to ``is_active``, and its short repr
+        #: (made on the task's thread: a user ``__repr__`` delays only its task).
         self.progress: object = None
+        self.progress_text: str | None = None
+        #: Called (on the task's thread) when the progress changes: the log's hook.
+        self.on_progress: Callable[[Attempt], None] | None = None
+        self.progress_logged_at = -math.inf
         #: Its code waits in ``VirtualClock.sleep`` (``testing.py``).
         self.parked = False
 
@@ -100,8 +111,11 @@ class Attempt:
         ``progress`` (any small value) is kept as the attempt's progress, for
         the progress display, the log and the report.
         """
-        if progress is not None:
+        if progress is not None and progress is not self.progress:
             self.progress = progress
+            self.progress_text = progress_text(progress)
+            if self.on_progress is not None:
+                self.on_progress(self)
         if self._clock is not None:
             self.last_beat = self._clock()  # a heartbeat: the attempt is alive
         return self.fate == ACTIVE

@@ -23,7 +23,7 @@ from rich.text import Text
 from daguerreo_actors._cli_common import STATE_STYLES, err_console, fail, main, out_console
 from daguerreo_actors._follow import follow_lines
 from daguerreo_actors._logfile import EntryFilter, entry_error, is_task_entry, parse_entry
-from daguerreo_actors._report import JobReport
+from daguerreo_actors._report import AttemptReport, JobReport
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._text import escape_controls
 
@@ -178,6 +178,10 @@ def summary_command(source: str, job_id: str | None) -> None:
         out.print(table)
         for line in _error_lines(report):
             out.print(line)
+        for line in _retry_lines(report):
+            out.print(line)
+        for line in _straggler_lines(report):
+            out.print(line)
         path = report.critical_path
         out.print(
             Text.assemble(
@@ -197,7 +201,7 @@ def _error_lines(report: JobReport) -> Iterator[Text]:
         if last.error is not None:
             message = last.error
         elif last.outcome is TaskState.TIMED_OUT:
-            message = "timed out"
+            message = _timed_out(last)
         else:
             continue
         yield Text.assemble(
@@ -205,4 +209,39 @@ def _error_lines(report: JobReport) -> Iterator[Text]:
             (escape_controls(task.name), "bold"),
             f" #{last.attempt}: ",
             (escape_controls(message), "red"),
+        )
+
+
+def _timed_out(attempt: AttemptReport) -> str:
+    return "timed out" if attempt.reason is None else f"timed out ({attempt.reason})"
+
+
+def _retry_lines(report: JobReport) -> Iterator[Text]:
+    """``retry: task #N -> #N+1 after Xs: why`` for every retry (the gap and its cause)."""
+    for task in report.tasks.values():
+        for before, after in zip(task.attempts, task.attempts[1:], strict=False):
+            if before.outcome is TaskState.TIMED_OUT:
+                why = _timed_out(before)
+            else:
+                why = before.error or (before.outcome.value if before.outcome else "?")
+            gap = ""
+            if before.ended_at is not None and after.started_at is not None:
+                gap = f" after {max(0.0, after.started_at - before.ended_at):.3f}s"
+            yield Text.assemble(
+                ("retry: ", "bold yellow"),
+                (escape_controls(task.name), "bold"),
+                f" #{before.attempt} -> #{after.attempt}{gap}: ",
+                escape_controls(why),
+            )
+
+
+def _straggler_lines(report: JobReport) -> Iterator[Text]:
+    """``overrunning:``/``overran:`` per attempt whose code ran past its deadline."""
+    for name, attempt in report.stragglers:
+        label = "overrunning: " if attempt.overrunning else "overran: "
+        what = "still running" if attempt.overrunning else "returned"
+        yield Text.assemble(
+            (label, "bold magenta"),
+            (escape_controls(name), "bold"),
+            f" #{attempt.attempt} {what} {attempt.overran_by or 0.0:.3f}s past its deadline",
         )

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 from daguerreo_actors._clock import real_time
 from daguerreo_actors._events import Event, JobEvent
 from daguerreo_actors._states import JobState, TaskState
-from daguerreo_actors._text import cut, escape_controls
+from daguerreo_actors._text import cut, escape_controls, progress_text
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
+
+    from daguerreo_actors._job import Job
 
 #: Terminal task states shown under another name (a bad result is a failure).
 _BUCKET = {TaskState.INVALID_RESULT: TaskState.FAILED.value}
@@ -46,6 +48,7 @@ _JOB_STYLES = {
     JobState.CANCELLED: "bold yellow",
 }
 _NAME_LIMIT = 40
+_PROGRESS_LIMIT = 50
 _BAR_WIDTH = 20
 
 
@@ -90,6 +93,10 @@ class ProgressListener:
 
     :meth:`print` (and :attr:`console`) print through the display's console,
     above the live line: use ``event_logger(print_fn=progress.print)``.
+
+    :meth:`follow` the job (``progress.follow(run(...))``) and the line also
+    shows each shown running task's progress (its ``is_active(progress)``)
+    and the attempts still running past their deadline (``overrunning``).
     """
 
     def __init__(
@@ -137,6 +144,12 @@ class ProgressListener:
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self.state: str = "idle"
+        self._job: Job | None = None
+
+    def follow(self, job: Job) -> Job:
+        """Show ``job``'s progress values and stragglers too; returns the job."""
+        self._job = job
+        return job
 
     # -- printing through the display --------------------------------------------
 
@@ -179,14 +192,18 @@ class ProgressListener:
 
     def line(self) -> Text:
         """The display's line as it stands."""
+        job = self._job
+        # Read off the job before taking our lock (it takes the job's).
+        progress = job.progress() if job is not None else {}
+        overrunning = len(job.stragglers()) if job is not None else 0
         with self._lock:
-            return self._line()
+            return self._line(progress, overrunning)
 
     def _ended_counts(self) -> dict[str, int]:
         ended = {name: self._ended.get(name, 0) for name in _ALWAYS} | self._ended
         return dict(sorted(ended.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))
 
-    def _line(self) -> Text:
+    def _line(self, progress: dict[str, object], overrunning: int) -> Text:
         total = self._total if self._total is not None else len(self._known)
         text = self._text(no_wrap=True, overflow="ellipsis")
         text.append(self._description, style="bold")
@@ -199,11 +216,13 @@ class ProgressListener:
         text.append(f"  running {len(self._running)}")
         if self._running:
             names = list(self._running)
-            shown = [cut(escape_controls(n), _NAME_LIMIT) for n in names[: self._show_running]]
+            shown = [_running(n, progress) for n in names[: self._show_running]]
             text.append(": " + ", ".join(shown), style="cyan")
             if len(names) > len(shown):
                 text.append(f" +{len(names) - len(shown)}", style="cyan")
         text.append(f"  retrying {len(self._retrying)}")
+        if overrunning:
+            text.append(f"  overrunning {overrunning}", style="magenta")
         for name, count in self._ended_counts().items():
             text.append(f"  {name} {count}", style="red" if count else "")
         if self.state not in (JobState.IDLE.value, JobState.RUNNING.value):
@@ -264,6 +283,13 @@ class ProgressListener:
                 self._live.stop()
             if not self._transient:
                 self._console.print(self.line(), soft_wrap=True)
+
+
+def _running(name: str, progress: dict[str, object]) -> str:
+    shown = cut(escape_controls(name), _NAME_LIMIT)
+    if name in progress:
+        shown += f" ({escape_controls(cut(progress_text(progress[name]), _PROGRESS_LIMIT))})"
+    return shown
 
 
 class _LiveLine:

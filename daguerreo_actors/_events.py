@@ -38,6 +38,8 @@ class TaskEvent:
     retry_in: float | None = None
     #: Into TIMED_OUT: ``"deadline"`` or ``"heartbeat"`` (None otherwise).
     reason: str | None = None
+    #: Out of RUNNING: the attempt's last ``is_active(progress)`` value (None if none).
+    progress: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -98,6 +98,13 @@ class Job(pykka.ThreadingFuture[JobResult]):
         """
         return self._actor.stragglers()
 
+    def progress(self) -> dict[str, object]:
+        """The running tasks' last ``is_active(progress)`` values, by task name.
+
+        Only tasks that gave one; a process or Dask worker's stays there.
+        """
+        return self._actor.progress()
+
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Wait until the job ended and every attempt's code has returned.
 

@@ -220,6 +220,7 @@ class JobActor(Overrun):
             return
         self._attempts.pop(node, None)
         self._actors.pop(node, None)
+        self._outbox.ended(attempt)
         if message.conflicts:
             self._record_conflicts(attempt.task, message.conflicts)
         if taken is not None:
@@ -285,6 +286,7 @@ class JobActor(Overrun):
             self._outbox.log.late_result(attempt.task, attempt.number)
             return
         self._attempts.pop(attempt.node, None)
+        self._outbox.ended(attempt)
         if not retry:
             self._actors.pop(attempt.node, None)
         self._carry_out(started)
@@ -426,7 +428,9 @@ class JobActor(Overrun):
     def _new_attempt(self, node: int, number: int) -> Attempt:
         # With a heartbeat, is_active() stamps the time it is called.
         clock = self._clock.monotonic if self._beats[node] else None
-        return Attempt(node, number, self._names[node], self._lock, clock)
+        attempt = Attempt(node, number, self._names[node], self._lock, clock)
+        attempt.on_progress = self._outbox.progress_hook
+        return attempt
 
     def _new_actor(self, node: int) -> TaskActor:
         task = self._tasks[node]

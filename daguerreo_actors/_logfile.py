@@ -11,7 +11,15 @@ always has ``job_id`` (str), ``ts`` (finite number, epoch seconds),
 (str) and ``attempt`` (int). Optional: ``duration``, ``dependencies``
 (list of task names, on UNSCHEDULED -> READY), ``result_keys`` (on
 COMPLETED), ``error_type`` / ``error`` / ``traceback`` (failures),
-``result_type`` (INVALID_RESULT), ``result`` (only with ``log_values``).
+``result_type`` (INVALID_RESULT), ``result`` (only with ``log_values``),
+``reason`` (into TIMED_OUT: ``deadline`` or ``heartbeat``), ``progress``
+(out of RUNNING: the attempt's last ``is_active(progress)``, a short repr).
+
+A straggler entry (``attempt_overrunning``: still running ``kill_after``
+past its deadline; ``attempt_overran``: its code returned at last) has
+``job_id``, ``task``, ``attempt`` and ``seconds_past`` (past its deadline),
+``attempt_overran`` also ``result_discarded``; :func:`iter_entries` yields
+them only when asked (``stragglers=True``).
 """
 
 from __future__ import annotations
@@ -42,16 +50,25 @@ ERROR_TYPE = "error_type"
 ERROR = "error"
 TRACEBACK = "traceback"
 RESULT_TYPE = "result_type"
+REASON = "reason"
+PROGRESS = "progress"
+SECONDS_PAST = "seconds_past"
+RESULT_DISCARDED = "result_discarded"
+
+ATTEMPT_OVERRUNNING = "attempt_overrunning"
+ATTEMPT_OVERRAN = "attempt_overran"
+STRAGGLER_EVENTS = frozenset({ATTEMPT_OVERRUNNING, ATTEMPT_OVERRAN})
 
 _TASK_STATES = frozenset(s.value for s in TaskState)
 _JOB_STATES = frozenset(s.value for s in JobState)
 
 
-def parse_entry(line: str) -> dict[str, Any] | None:
+def parse_entry(line: str, *, stragglers: bool = False) -> dict[str, Any] | None:
     """One of our transition entries from a JSON log line, or None.
 
     None for anything else: not JSON, not an object, another logger's
-    entry, or one of ours missing what a transition needs.
+    entry, or one of ours missing what a transition needs. With
+    ``stragglers``, a well-formed straggler entry too.
     """
     import json
 
@@ -62,6 +79,8 @@ def parse_entry(line: str) -> dict[str, Any] | None:
     if not isinstance(entry, dict):
         return None
     kind = entry.get(EVENT)
+    if stragglers and kind in STRAGGLER_EVENTS:
+        return entry if _is_straggler(entry) else None
     if kind not in (JOB_TRANSITION, TASK_TRANSITION):
         return None
     if not isinstance(entry.get(JOB_ID), str) or not _is_number(entry.get(TS)):
@@ -76,6 +95,19 @@ def parse_entry(line: str) -> dict[str, Any] | None:
     return entry
 
 
+def _is_straggler(entry: dict[str, Any]) -> bool:
+    return (
+        isinstance(entry.get(JOB_ID), str)
+        and isinstance(entry.get(TASK), str)
+        and _is_int(entry.get(ATTEMPT))
+        and _is_number(entry.get(SECONDS_PAST))
+    )
+
+
+def is_straggler_entry(entry: dict[str, Any]) -> bool:
+    return entry.get(EVENT) in STRAGGLER_EVENTS
+
+
 def _is_number(value: object) -> bool:
     # json.loads reads NaN and Infinity; a bool is an int to isinstance.
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -85,18 +117,20 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def iter_entries(source: str | os.PathLike[str] | Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Our transition entries from a log file (path) or an iterable of lines."""
+def iter_entries(
+    source: str | os.PathLike[str] | Iterable[str], *, stragglers: bool = False
+) -> Iterable[dict[str, Any]]:
+    """Our transition entries (and straggler entries, if asked) from a log file or lines."""
     if isinstance(source, (str, os.PathLike)):
         with open(source, encoding="utf-8", errors="replace") as lines:
-            yield from _entries(lines)
+            yield from _entries(lines, stragglers)
     else:
-        yield from _entries(source)
+        yield from _entries(source, stragglers)
 
 
-def _entries(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+def _entries(lines: Iterable[str], stragglers: bool) -> Iterable[dict[str, Any]]:
     for line in lines:
-        entry = parse_entry(line)
+        entry = parse_entry(line, stragglers=stragglers)
         if entry is not None:
             yield entry
 

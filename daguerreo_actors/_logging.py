@@ -102,7 +102,9 @@ class TransitionLog:
     ``new_state``, ``attempt``; transitions out of RUNNING the attempt's
     ``duration`` (seconds); UNSCHEDULED -> READY the task's ``dependencies``
     (what ``daguerreo-actors summary`` needs for the critical path);
-    COMPLETED the ``result_keys``; failures ``error_type`` and ``error``;
+    COMPLETED the ``result_keys``; transitions out of RUNNING the attempt's
+    last ``is_active(progress)`` value as ``progress`` (a short repr);
+    failures ``error_type`` and ``error``;
     FAILED also ``traceback``; INVALID_RESULT ``result_type`` and, as
     ``error``, what was wrong with it (no value without ``log_values``).
     """
@@ -179,6 +181,7 @@ class TransitionLog:
         reason: str | None = None,
         duration: float | None = None,
         dependencies: list[str] | None = None,
+        progress: str | None = None,
     ) -> None:
         """Log one transition; the caller has checked ``enabled_for(new)``."""
         level = _LEVELS.get(new, logging.DEBUG)
@@ -197,6 +200,8 @@ class TransitionLog:
             fields["retry_in"] = None if retry_in is None else round(retry_in, 6)
         if reason is not None:
             fields["reason"] = reason
+        if progress is not None:
+            fields["progress"] = progress
         prepare: Callable[[dict[str, Any]], None] | None = None
         if exception is not None:
             prepare = _ExceptionFields(exception, new is TaskState.FAILED)
@@ -235,6 +240,15 @@ class TransitionLog:
                     "backlog_limit": limit,
                     "when": "job end (total)" if final else "backlog full (dropping starts)",
                 },
+            )
+
+    def task_progress(self, task: str, attempt: int, progress: str) -> None:
+        """An attempt's ``is_active(progress)`` value changed (debug; throttled by the caller)."""
+        if self.debug_enabled:
+            self.emit(
+                logging.DEBUG,
+                "task_progress",
+                {"task": task, "attempt": attempt, "progress": progress},
             )
 
     def attempt_overrunning(self, task: str, attempt: int, seconds: float) -> None:

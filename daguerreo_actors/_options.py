@@ -103,7 +103,7 @@ def check_options(
                 "executor must be None, 'processes', a concurrent.futures.Executor, a "
                 f"ProcessTier or a distributed.Client, got {type(executor).__name__}"
             )
-        if importlib.util.find_spec("distributed") is None:
+        if is_dask_client(executor) and importlib.util.find_spec("distributed") is None:
             raise ImportError(
                 "running on a dask cluster needs the dask extra: "
                 "pip install 'daguerreo-actors[dask]'"

@@ -8,18 +8,27 @@ happened). Each becomes, if its level is enabled, a structured log entry
 :class:`TaskEvent` or :class:`JobEvent` sent to every listener's proxy as
 one ``EventBatch``, admitted against that listener's backlog (the job's
 final JobEvent always goes). Nothing here calls user code.
+
+An attempt's progress (its last ``is_active(progress)`` value) is noted by
+:meth:`Outbox.ended` when its outcome is handled and rides on the next
+transition out of RUNNING of that node (the event's ``progress``, the log
+entry's short repr, made on the task's thread). While it runs, a changed
+value is logged as ``task_progress`` (debug) from the task's own thread,
+at most every :data:`PROGRESS_LOG_INTERVAL` seconds per attempt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from daguerreo_actors._clock import real_monotonic
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._messages import EventBatch
 from daguerreo_actors._states import JobState, TaskState
 
 if TYPE_CHECKING:
+    from daguerreo_actors._attempt import Attempt
     from daguerreo_actors._clock import Clock
     from daguerreo_actors._graph import Graph
     from daguerreo_actors._listeners import ListenerLink
@@ -29,11 +38,26 @@ if TYPE_CHECKING:
 _RUNNING = TaskState.RUNNING
 _UNSCHEDULED = TaskState.UNSCHEDULED
 
+_NO_PROGRESS: tuple[Any, str | None] = (None, None)
+
+#: Seconds between two ``task_progress`` entries of one attempt (real time).
+PROGRESS_LOG_INTERVAL = 0.5
+
 
 class Outbox:
     """Log entries and events of one job; see the module docstring."""
 
-    __slots__ = ("_clock", "_graph", "_job_id", "_links", "_on_job", "_run_started", "log")
+    __slots__ = (
+        "_clock",
+        "_graph",
+        "_job_id",
+        "_links",
+        "_on_job",
+        "_progress",
+        "_run_started",
+        "log",
+        "progress_hook",
+    )
 
     def __init__(
         self,
@@ -52,6 +76,23 @@ class Outbox:
         self._links = links
         self._run_started = run_started
         self._on_job = on_job
+        self._progress: dict[int, tuple[Any, str | None]] = {}
+        #: Set on each attempt (``Attempt.on_progress``): None unless debug is logged.
+        self.progress_hook: Callable[[Attempt], None] | None = (
+            self._progress_changed if log.debug_enabled else None
+        )
+
+    def _progress_changed(self, attempt: Attempt) -> None:
+        # On the task's thread; the entry is queued, never written here.
+        now = real_monotonic()
+        if now - attempt.progress_logged_at >= PROGRESS_LOG_INTERVAL:
+            attempt.progress_logged_at = now
+            self.log.task_progress(attempt.task, attempt.number, attempt.progress_text or "")
+
+    def ended(self, attempt: Attempt) -> None:
+        """The attempt's outcome is being handled: its progress goes on that transition."""
+        if attempt.progress is not None:
+            self._progress[attempt.node] = (attempt.progress, attempt.progress_text)
 
     @property
     def listening(self) -> bool:
@@ -80,6 +121,9 @@ class Outbox:
             if claimed_at and new is _RUNNING and node in claimed_at:
                 # Started by the thread that took its offer, before we read it.
                 ts = now - (mono - claimed_at.pop(node))
+            progress: tuple[Any, str | None] = _NO_PROGRESS
+            if self._progress and t.old is _RUNNING:
+                progress = self._progress.pop(node, _NO_PROGRESS)
             if log.enabled_for(new):
                 old = t.old
                 log.task(
@@ -93,6 +137,7 @@ class Outbox:
                     detail=t.detail,
                     retry_in=t.retry_in,
                     reason=t.reason,
+                    progress=progress[1],
                     duration=mono - started_at[node] if old is _RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]
@@ -113,6 +158,7 @@ class Outbox:
                         t.exception,
                         t.retry_in,
                         t.reason,
+                        progress[0],
                     )
                 )
         while pending is not None:

@@ -101,6 +101,10 @@ class Overrun(Ending):
             return
         heartbeat = self._tasks[node].heartbeat
         assert heartbeat is not None
+        remote = getattr(attempt.handle, "beat", None)
+        if remote is not None:
+            # A process worker beats in shared memory (``_tier_process.py``).
+            attempt.last_beat = max(attempt.last_beat, self._step("beat", remote) or 0.0)
         due = attempt.last_beat + heartbeat
         now = self._clock.monotonic()
         if now < due:
@@ -121,6 +125,11 @@ class Overrun(Ending):
         return tuple(
             Straggler(a.task, a.number, max(0.0, now - (a.abandoned_at or now))) for a in attempts
         )
+
+    def progress(self) -> dict[str, object]:
+        """The last progress of each running attempt that gave one (any thread)."""
+        attempts = list(self._attempts.values())  # one atomic copy: no lock needed
+        return {a.task: a.progress for a in attempts if a.progress is not None and a.fate == ACTIVE}
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Wait (real time) until every attempt's code of the job has returned."""

@@ -25,19 +25,25 @@ from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._logfile import (
     ATTEMPT,
+    ATTEMPT_OVERRUNNING,
     DEPENDENCIES,
+    EVENT,
     NEW_STATE,
     OLD_STATE,
+    PROGRESS,
+    REASON,
+    SECONDS_PAST,
     TASK,
     TS,
     EntryFilter,
     entry_error,
+    is_straggler_entry,
     is_task_entry,
     iter_entries,
 )
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
-from daguerreo_actors._text import escape_controls, safe_str
+from daguerreo_actors._text import escape_controls, progress_text, safe_str
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,6 +69,15 @@ class AttemptReport:
     ended_at: float | None = None
     outcome: TaskState | None = None
     error: str | None = None
+    #: Timed out: ``"deadline"`` or ``"heartbeat"``.
+    reason: str | None = None
+    #: Its last ``is_active(progress)`` value (a short repr).
+    progress: str | None = None
+    #: Abandoned while running: seconds past its deadline it was last seen
+    #: running (``overrunning``) or its code returned (from the log).
+    overran_by: float | None = None
+    #: Still running ``kill_after`` past its deadline, not seen returning.
+    overrunning: bool = False
 
     @property
     def queue_wait(self) -> float:
@@ -117,6 +132,8 @@ class _Record:
     ts: float
     error: str | None = None
     dependencies: tuple[str, ...] | None = None
+    reason: str | None = None
+    progress: str | None = None
 
 
 class JobReport:
@@ -177,14 +194,34 @@ class JobReport:
     def all_from_log(cls, source: str | Path | Iterable[str]) -> list[JobReport]:
         """One report per job found in a JSON-lines log, in order of appearance."""
         reports: dict[str, JobReport] = {}
-        for entry in iter_entries(source):
+        for entry in iter_entries(source, stragglers=True):
             job_id = str(entry["job_id"])
             report = reports.get(job_id)
             if report is None:
                 report = reports[job_id] = cls()
                 report.job_id = job_id
-            report._add(_from_entry(entry))
+            if is_straggler_entry(entry):
+                report._straggler(entry)
+            else:
+                report._add(_from_entry(entry))
         return list(reports.values())
+
+    def _straggler(self, entry: dict[str, Any]) -> None:
+        task = self.tasks.get(entry[TASK])
+        number = entry[ATTEMPT]
+        found = [a for a in task.attempts if a.attempt == number] if task is not None else []
+        if not found:
+            return
+        attempt = found[-1]
+        attempt.overran_by = float(entry[SECONDS_PAST])
+        attempt.overrunning = entry[EVENT] == ATTEMPT_OVERRUNNING
+
+    @property
+    def stragglers(self) -> list[tuple[str, AttemptReport]]:
+        """Attempts whose code ran on past their deadline (from a log), by task."""
+        return [
+            (t.name, a) for t in self.tasks.values() for a in t.attempts if a.overran_by is not None
+        ]
 
     def _add(self, record: _Record) -> None:
         if record.task is None:
@@ -214,6 +251,8 @@ class JobReport:
             last.ended_at = record.ts
             last.outcome = new
             last.error = record.error
+            last.reason = record.reason
+            last.progress = record.progress
             if new is TaskState.COMPLETED:
                 task.completed_at = record.ts
         elif new is TaskState.FAILED and record.error and task.attempts:
@@ -292,6 +331,10 @@ class JobReport:
                             "queue_wait": a.queue_wait,
                             "run_time": a.run_time,
                             "error": a.error,
+                            "reason": a.reason,
+                            "progress": a.progress,
+                            "overran_by": a.overran_by,
+                            "overrunning": a.overrunning,
                         }
                         for a in t.attempts
                     ],
@@ -319,6 +362,9 @@ class JobReport:
                 f"| {_md(t.name)} | {t.state.value} | {len(t.attempts)} "
                 f"| {t.queue_wait:.3f} | {t.run_time:.3f} |"
             )
+        for name, a in self.stragglers:
+            lines.append("")
+            lines.append(f"Straggler: {_md(name)} attempt {a.attempt} {_overrun_text(a)}.")
         path = self.critical_path
         lines += ["", "Critical path: " + (" -> ".join(_md(p) for p in path) or "(none)"), ""]
         return "\n".join(lines)
@@ -336,6 +382,12 @@ class JobReport:
         return draw_timeline(self, Path(path))
 
 
+def _overrun_text(attempt: AttemptReport) -> str:
+    if attempt.overrunning:
+        return f"still running {attempt.overran_by:.1f} s past its deadline"
+    return f"returned {attempt.overran_by:.1f} s past its deadline"
+
+
 def _md(text: str) -> str:
     return escape_controls(text).replace("|", "\\|")
 
@@ -350,6 +402,7 @@ def _from_event(event: Event) -> _Record:
     elif event.new_state is TaskState.INVALID_RESULT:
         # What the log's entry says too (without the value).
         error = invalid_result_message(event.task, event.result)
+    progress = None if event.progress is None else progress_text(event.progress)
     return _Record(
         event.task,
         event.old_state.value,
@@ -357,6 +410,8 @@ def _from_event(event: Event) -> _Record:
         event.attempt,
         event.timestamp,
         error,
+        reason=event.reason,
+        progress=progress,
     )
 
 
@@ -370,4 +425,11 @@ def _from_entry(entry: dict[str, Any]) -> _Record:
         float(entry[TS]),
         entry_error(entry),
         tuple(str(d) for d in deps) if isinstance(deps, list) else None,
+        reason=_text_field(entry, REASON),
+        progress=_text_field(entry, PROGRESS),
     )
+
+
+def _text_field(entry: dict[str, Any], name: str) -> str | None:
+    value = entry.get(name)
+    return value if isinstance(value, str) else None

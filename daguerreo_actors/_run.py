@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from daguerreo_actors._clock import REAL_CLOCK, Clock, new_job_id
+from daguerreo_actors._errors import InvalidTasksError
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener, start_listeners
@@ -22,7 +23,7 @@ from daguerreo_actors._logging import TransitionLog
 from daguerreo_actors._options import DEFAULT_MAX_CONCURRENCY, check_options, job_options
 from daguerreo_actors._retry import RetryPolicy
 from daguerreo_actors._task import Task
-from daguerreo_actors._tiers import DaskClient
+from daguerreo_actors._tiers import DaskClient, placement_errors
 from daguerreo_actors._validation import build_graph
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "run"]
@@ -109,6 +110,11 @@ def run(
             )
 
     task_tuple, graph = build_graph(tasks, resources or {})
+    misplaced = placement_errors(
+        task_tuple, executor, virtual=getattr(clock, "virtual", False) is True
+    )
+    if misplaced:
+        raise InvalidTasksError(misplaced)
     options = job_options(
         task_tuple,
         clock=clock,

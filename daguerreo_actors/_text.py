@@ -75,6 +75,13 @@ def cut(text: str, limit: int) -> str:
     return f"{text[:kept]}... [{len(text) - kept} more characters]"
 
 
+def progress_text(value: object) -> str:
+    """How an attempt's ``is_active(progress)`` value is shown: a short repr."""
+    if type(value) is str:
+        return cut(value, 100)
+    return cut(safe_repr(value), 100)
+
+
 def short_message(exc: BaseException, limit: int = 500) -> str:
     """An exception's message, safely and cut (it runs the exception's ``__str__``)."""
     return cut(safe_str(exc), limit)

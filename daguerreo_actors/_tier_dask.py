@@ -133,7 +133,7 @@ def _key(name: str) -> str:
 
 
 def run_on_worker(
-    fn: Callable[[Mapping[Any, Any], Callable[[], bool]], Any],
+    fn: Callable[[Mapping[Any, Any], Callable[..., bool]], Any],
     ctx: Mapping[Any, Any],
     event_name: str,
     task: str,
@@ -141,7 +141,8 @@ def run_on_worker(
     """The worker side: ``is_active()`` asks the cluster-wide event."""
     event = distributed.Event(event_name)
 
-    def is_active() -> bool:
+    def is_active(progress: object = None) -> bool:
+        # ``progress`` stays on the worker, like a process worker's.
         return bool(event.is_set())
 
     if not is_active():

@@ -6,9 +6,12 @@ The task function and the ctx snapshot travel pickled; so does the result
 ``is_active()`` inside the worker process reads a flag in shared memory
 that the parent flips when it abandons the attempt (timeout, cancel, the
 job's end). The block (``multiprocessing.shared_memory``) holds, per job,
-one "job running" byte and, per node, the number of the attempt that is
-currently wanted (a little-endian int32): an attempt is active while the
-job runs and its node's slot holds its own number. A retry writes its new
+one "job running" byte and, per node, a slot: the number of the attempt
+that is currently wanted (a little-endian int32) and the worker's
+``real_monotonic()`` when that attempt last called ``is_active()`` (a
+float64, its heartbeat: the system's monotonic clock is one clock for every
+process of the machine). An attempt is active while the job runs and its
+node's slot holds its own number. A retry writes its new
 number, so an abandoned attempt still running elsewhere reads False. The
 block is unlinked when the job ends; an attempt that starts after that
 cannot attach to it and does not run. In the worker, ``is_active()`` keeps
@@ -25,6 +28,7 @@ from multiprocessing import resource_tracker, shared_memory
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._clock import real_monotonic
 from daguerreo_actors._pickling import call_remotely, pickle_call, pickle_result
 from daguerreo_actors._tiers import NOT_RUN, FutureHandle, Reporter, follow_future
 
@@ -32,8 +36,14 @@ if TYPE_CHECKING:
     from daguerreo_actors._pool import Runnable
     from daguerreo_actors._task import TaskFn
 
-_SLOT = struct.Struct("<i")
-_HEADER = 8  # the job byte, padded so the slots stay 4-byte aligned
+_SLOT = struct.Struct("<i")  # the wanted attempt's number, at the slot's start
+_BEAT = struct.Struct("<d")  # its last heartbeat, 8 bytes in
+_SLOT_SIZE = 16
+_HEADER = 8  # the job byte, padded so the slots stay 8-byte aligned
+
+
+def _offset(node: int) -> int:
+    return _HEADER + _SLOT_SIZE * node
 
 
 class _SlotHandle:
@@ -55,13 +65,19 @@ class _SlotHandle:
         if self.future is not None:
             FutureHandle(self.future).cancel()
 
+    def beat(self) -> float:
+        """When the worker last heard from the attempt (``real_monotonic()``; 0: never)."""
+        return self._tier.beat(self._attempt)
+
 
 class ProcessPoolTier:
     """Runs attempts in a ProcessPoolExecutor; see the module docstring."""
 
     def __init__(self, executor: ProcessPoolExecutor | None, nodes: int) -> None:
         self._executor = executor
-        self._memory = shared_memory.SharedMemory(create=True, size=_HEADER + 4 * max(nodes, 1))
+        self._memory = shared_memory.SharedMemory(
+            create=True, size=_HEADER + _SLOT_SIZE * max(nodes, 1)
+        )
         self._buf = _buffer(self._memory)
         self._buf[0] = 1
         self._closed = False
@@ -70,14 +86,14 @@ class ProcessPoolTier:
         self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
     ) -> Runnable | None:
         number = attempt.number
-        offset = _HEADER + 4 * attempt.node
+        offset = _offset(attempt.node)
         handle = self._handle(attempt)
         try:
             payload = pickle_call(attempt.task, fn, ctx)
             # Raise the attempt's flag only if it is still wanted: an abandon
             # during the pickling must not leave it raised (nor overwrite the
             # flag of a retry that started since).
-            if not attempt.attach(handle, lambda: _SLOT.pack_into(self._buf, offset, number)):
+            if not attempt.attach(handle, lambda: _raise(self._buf, offset, number)):
                 report.not_run(attempt)
                 return None
             future = self._submit(payload, self._memory.name, attempt.node, number, attempt.task)
@@ -99,9 +115,18 @@ class ProcessPoolTier:
         """Lower the attempt's flag, if it is still the one raised."""
         if self._closed:
             return
-        offset = _HEADER + 4 * attempt.node
+        offset = _offset(attempt.node)
         if _SLOT.unpack_from(self._buf, offset)[0] == attempt.number:
             _SLOT.pack_into(self._buf, offset, 0)
+
+    def beat(self, attempt: Attempt) -> float:
+        """The attempt's last heartbeat in its worker (0.0 if none, or no longer its slot)."""
+        if self._closed:
+            return 0.0
+        offset = _offset(attempt.node)
+        if _SLOT.unpack_from(self._buf, offset)[0] != attempt.number:
+            return 0.0
+        return float(_BEAT.unpack_from(self._buf, offset + 8)[0])
 
     def close(self) -> None:
         if self._closed:
@@ -113,6 +138,11 @@ class ProcessPoolTier:
         finally:
             # Whatever happened above, the name goes: no segment outlives its job.
             self._memory.unlink()
+
+
+def _raise(buf: memoryview, offset: int, number: int) -> None:
+    _BEAT.pack_into(buf, offset + 8, 0.0)  # a new attempt has not beaten yet
+    _SLOT.pack_into(buf, offset, number)
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -146,14 +176,18 @@ class _WorkerFlag:
 
     def __init__(self, buf: memoryview, node: int, attempt: int) -> None:
         self._buf: memoryview | None = buf
-        self._offset = _HEADER + 4 * node
+        self._offset = _offset(node)
         self._attempt = attempt
 
-    def __call__(self) -> bool:
+    def __call__(self, progress: object = None) -> bool:
+        # ``progress`` stays in the worker: only the heartbeat crosses over.
         buf = self._buf
         if buf is None:
             return False
-        return bool(buf[0]) and _SLOT.unpack_from(buf, self._offset)[0] == self._attempt
+        active = bool(buf[0]) and _SLOT.unpack_from(buf, self._offset)[0] == self._attempt
+        if active:
+            _BEAT.pack_into(buf, self._offset + 8, real_monotonic())
+        return active
 
     def release(self) -> None:
         self._buf = None

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from daguerreo_actors._attempt import Attempt, Handle
 
 if TYPE_CHECKING:
+    from daguerreo_actors._errors import TaskError
     from daguerreo_actors._pool import Runnable
     from daguerreo_actors._task import Task, TaskFn
 
@@ -248,6 +249,43 @@ def tiers_for(
             )
         tiers.append(tier)
     return tuple(tiers)
+
+
+def placement_errors(tasks: Sequence[Task], executor: object, *, virtual: bool) -> list[TaskError]:
+    """Tasks whose executor cannot do what they ask (all of them, for one error).
+
+    A Dask worker cannot report heartbeats back; a virtual clock cannot
+    reach code running on an executor (its ``clock.sleep`` would not be the
+    job's), so a job on a virtual clock runs on the engine's threads.
+    """
+    from daguerreo_actors._errors import TaskError
+
+    errors = []
+    for task in tasks:
+        if is_async(task.fn):
+            continue
+        chosen = task.executor if task.executor is not None else executor
+        if chosen is None:
+            continue
+        if virtual:
+            errors.append(
+                TaskError(
+                    "invalid-field",
+                    task.name,
+                    "field 'executor': a job on a VirtualClock runs on the engine's threads; "
+                    "drop the executor (the job's or the task's) to test with a virtual clock",
+                )
+            )
+        elif task.heartbeat is not None and is_dask_client(chosen):
+            errors.append(
+                TaskError(
+                    "invalid-field",
+                    task.name,
+                    "field 'heartbeat': a Dask worker cannot report heartbeats; "
+                    "run this task on threads or processes, or drop the heartbeat",
+                )
+            )
+    return errors
 
 
 def _async_tier() -> Tier:

@@ -136,6 +136,7 @@ def run_command(
         job = run_job(tasks, ctx=ctx, timeout=timeout, listeners=[progress], **options)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(escape_controls(str(exc))) from exc
+    progress.follow(job)
     interrupted = False
     try:
         result = _wait(job)
