@@ -150,11 +150,15 @@ class CommitSide(MailboxActor):
         """The code of an attempt that was no longer wanted is done: logged, never merged."""
         self._outbox.log.late_result(attempt.task, attempt.number)
         with self._lock:
-            straggled = self._stragglers.pop(attempt, None) is not None
-            self._stopped.notify_all()
+            straggled = attempt in self._stragglers
         if straggled:
+            # Logged before the list lets go of it: whoever wait_stopped()
+            # for it finds the entry queued.
             past = self._clock.monotonic() - (attempt.abandoned_at or 0.0)
             self._outbox.log.attempt_overran(attempt.task, attempt.number, past, discarded)
+        with self._lock:
+            self._stragglers.pop(attempt, None)
+            self._stopped.notify_all()
         if attempt.fate == ABANDONED:
             # What it held (a slot, resources, its retry) is free now.
             self.tell(CodeReturned(attempt))

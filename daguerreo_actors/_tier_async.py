@@ -58,8 +58,9 @@ class EngineLoop:
             assert self._loop is not None
             self._active += 1
             loop = self._loop
+        future = _TaskFuture(loop)
         try:
-            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            loop.call_soon_threadsafe(future.start, coro)
         except BaseException:
             with self._lock:
                 self._active -= 1
@@ -131,6 +132,54 @@ class EngineLoop:
         self._loop = None
         self._thread = None
         loop.call_soon_threadsafe(loop.stop)
+
+
+class _TaskFuture(concurrent.futures.Future[Any]):
+    """The future of a coroutine on the loop: done only when the coroutine is.
+
+    ``asyncio.run_coroutine_threadsafe``'s future turns cancelled the moment
+    it is cancelled, while a coroutine that swallows ``CancelledError`` runs
+    on; the engine would count it stopped. Here ``cancel()`` only asks the
+    asyncio Task to stop, and the future ends (cancelled, or with what the
+    coroutine returned or raised after all) when the Task does, so such a
+    coroutine stays a straggler until it returns.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = False
+
+    def start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """On the loop: run the coroutine as a Task."""
+        task = self._loop.create_task(coro)
+        self._task = task
+        task.add_done_callback(self._task_done)
+        if self._cancelling:
+            task.cancel()
+
+    def cancel(self) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._cancel_task)
+        except RuntimeError:  # the loop closed: its tasks were cancelled with it
+            pass
+        return False  # not cancelled yet: that is the coroutine's to say
+
+    def _cancel_task(self) -> None:
+        self._cancelling = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            super().cancel()
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.set_exception(exc)
+        else:
+            self.set_result(task.result())
 
 
 _loop: EngineLoop | None = None

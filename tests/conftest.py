@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -154,6 +155,8 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         if _tier_async._loop is not None:
             _tier_async._loop.retire_idle()
         _supervisor.retire_idle()
+        if "daguerreo_actors._tier_pebble" in sys.modules:
+            sys.modules["daguerreo_actors._tier_pebble"].retire_idle()
         _logwriter.writer().retire_idle()
         if engine_actors() or busy_pool_threads():
             return False

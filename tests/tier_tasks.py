@@ -136,3 +136,12 @@ def exits_first_attempt(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
 
 def square(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
     return {"square": ctx["n"] ** 2, "pid": os.getpid()}
+
+
+def poll_for(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
+    """Polls is_active() every 50 ms for ctx['seconds'] (alive by its heartbeat)."""
+    deadline = time.monotonic() + ctx["seconds"]
+    while time.monotonic() < deadline:
+        is_active()
+        time.sleep(0.05)
+    return {"polled": True}
