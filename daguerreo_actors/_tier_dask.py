@@ -54,13 +54,15 @@ class _DaskHandle:
         self.tier.clear(self.name)
 
     def kill(self) -> None:
-        """After ``kill_after``: cancel the future with ``force`` (the worker's task is dropped)."""
+        """After ``kill_after``: cancel the future with ``force``, from a pooled thread.
+
+        The scheduler forgets the task and the engine stops waiting for it;
+        the worker's thread cannot be stopped and runs the code on until it
+        returns (its result is dropped).
+        """
         future = self.future
         if future is not None:
-            try:
-                self.tier.client.cancel(future, force=True)
-            except Exception:  # noqa: BLE001 - a closing client
-                FutureHandle(future).cancel()
+            shared_pool().execute(_ForceCancel(self.tier.client, future))
 
 
 class DaskTier:
@@ -126,6 +128,20 @@ class _Clear:
             distributed.Event(self._name, client=self._client).clear()
         except Exception:  # noqa: BLE001 - a closed client: nothing to clean up
             pass
+
+
+class _ForceCancel:
+    __slots__ = ("_client", "_future")
+
+    def __init__(self, client: distributed.Client, future: Any) -> None:
+        self._client = client
+        self._future = future
+
+    def run(self) -> None:
+        try:
+            self._client.cancel(self._future, force=True)
+        except Exception:  # noqa: BLE001 - a closing client
+            FutureHandle(self._future).cancel()
 
 
 def _key(name: str) -> str:

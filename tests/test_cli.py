@@ -1082,3 +1082,42 @@ def test_the_summary_command_never_prints_a_raw_control_character(first: str, se
         out = invoke(["summary", str(path)])
     assert unsafe_chars(out) == []
     assert "critical path:" in out
+
+
+def test_summary_shows_each_retry_with_its_reason_and_the_attempts_that_overran(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    import structlog
+
+    from daguerreo_actors import Task, configure_logging, run
+    from daguerreo_actors._logwriter import flush
+
+    log = tmp_path / "job.jsonl"
+    release = threading.Event()
+    calls: list[int] = []
+
+    def flaky(_ctx: Any, _is_active: Any) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            assert release.wait(10)  # ignores its timeout: a straggler
+        return {"ok": True}
+
+    configure_logging(json_file=str(log), level="debug")
+    try:
+        job = run([Task("flaky", flaky, timeout=0.1, max_retries=1, kill_after=0.1)])
+        assert not job.wait_stopped(timeout=0.4)  # past kill_after: overrunning logged
+        release.set()
+        assert job.get(timeout=WAIT).ok
+        assert job.wait_stopped(timeout=WAIT)
+        assert flush(WAIT)
+    finally:
+        release.set()
+        structlog.reset_defaults()
+    summary = cli("summary", str(log))
+    assert summary.returncode == 0, summary.stderr
+    assert re.search(
+        r"retry: flaky #1 -> #2 after \d+\.\d{3}s: timed out \(deadline\)", summary.stdout
+    )
+    assert re.search(r"overran: flaky #1 returned \d+\.\d{3}s past its deadline", summary.stdout)

@@ -390,3 +390,31 @@ def test_format_elapsed_shows_tenths_under_a_minute_and_h_mm_ss_above(
     seconds: float, shown: str
 ) -> None:
     assert format_elapsed(seconds) == shown
+
+
+def test_a_followed_job_shows_each_running_tasks_progress_and_its_overrunning_attempts() -> None:
+    import threading
+
+    halfway = threading.Event()
+    release = threading.Event()
+
+    def work(_ctx: Ctx, is_active: Callable[..., bool]) -> dict[str, Any]:
+        is_active("3/10 files")
+        halfway.set()
+        assert release.wait(WAIT)
+        return {}
+
+    progress = ProgressListener(1, console=console(io.StringIO(), terminal=False))
+    job = progress.follow(
+        d.run([Task("copy", work, timeout=0.3, max_retries=0)], listeners=[progress])
+    )
+    try:
+        assert halfway.wait(WAIT)
+        assert "running 1: copy (3/10 files)" in progress.line().plain
+        job.get(timeout=WAIT)  # timed out: its code still runs
+        assert job.wait_for_listeners(WAIT)
+        assert "overrunning 1" in progress.line().plain
+    finally:
+        release.set()
+    assert job.wait_stopped(timeout=WAIT)
+    assert "overrunning" not in progress.line().plain

@@ -80,6 +80,27 @@ def test_a_task_timeout_reaches_the_remote_task(client: Any, tmp_path: Path) -> 
     assert "stopped" not in result.ctx
 
 
+def test_after_kill_after_the_future_is_force_cancelled_and_the_engine_stops_waiting(
+    client: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "returned"
+    task = Task("stuck", tier_tasks.sleep_then_mark, timeout=0.2, max_retries=0, kill_after=0.3)
+    ctx = {"marker": str(marker), "sleep": 3.0}
+    job = d.run([task], ctx=ctx, executor=client)
+    assert job.get(timeout=WAIT).failure_reason is TaskState.TIMED_OUT
+    assert [s.task for s in job.stragglers()] == ["stuck"]
+    # The force-cancel drops the task on the cluster: no straggler to wait
+    # for, though the worker's thread still runs the code (a thread cannot
+    # be stopped), which returns later and whose result is dropped.
+    assert job.wait_stopped(timeout=WAIT)
+    assert job.stragglers() == ()
+    assert not marker.exists()
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+
+
 def test_a_worker_killed_mid_task_is_an_exception_and_the_attempt_is_retried(
     client: Any, tmp_path: Path
 ) -> None:

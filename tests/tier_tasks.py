@@ -145,3 +145,10 @@ def poll_for(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
         is_active()
         time.sleep(0.05)
     return {"polled": True}
+
+
+def sleep_then_mark(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    """Ignores is_active(): sleeps ctx['sleep'] seconds, then writes ctx['marker']."""
+    time.sleep(ctx["sleep"])
+    Path(ctx["marker"]).write_text("returned")
+    return {"returned": True}
