@@ -419,3 +419,19 @@ def test_progress_values_reach_the_job_the_events_the_log_and_the_report(
         e for e in logs if e["event"] == "task_transition" and e["new_state"] == "completed"
     ]
     assert completed["progress"] == "{'rows': 2}"
+
+
+def test_a_process_pool_executor_cannot_stop_a_call_so_its_straggler_is_reported(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    marker = tmp_path / "returned"
+    task = Task("stuck", tier_tasks.sleep_then_mark, timeout=0.2, max_retries=0, kill_after=0.1)
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        job = d.run([task], ctx={"marker": str(marker), "sleep": 1.5}, executor=pool)
+        assert job.get(timeout=WAIT).failure_reason is TaskState.TIMED_OUT
+        assert not job.wait_stopped(timeout=0.5)  # kill_after passed: nothing forced
+        assert [s.task for s in job.stragglers()] == ["stuck"]
+        assert job.wait_stopped(timeout=WAIT)
+        assert marker.exists()  # the code ran to its end
