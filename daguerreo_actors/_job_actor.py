@@ -423,7 +423,10 @@ class JobActor(Overrun):
         with self._lock:
             if self._draining or self._mailbox:
                 return False
-            return all(a.parked or a.returned for a in self._attempts.values())
+            # Stragglers too: a timed-out attempt's code, woken by the clock,
+            # must return (or sleep again) before time moves on.
+            attempts = [*self._attempts.values(), *self._stragglers]
+            return all(a.parked or a.returned for a in attempts)
 
     def _new_attempt(self, node: int, number: int) -> Attempt:
         # With a heartbeat, is_active() stamps the time it is called.

@@ -15,6 +15,7 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 from daguerreo_actors import _logwriter, _pool, _supervisor, _tier_async
+from daguerreo_actors.testing import VirtualClock
 
 # Hypothesis profiles: "ci" (the default) is derandomized, so every run
 # draws the same examples, and prints the blob that replays a failure;
@@ -81,6 +82,14 @@ def wait_until(predicate: object, timeout: float = LEAK_DEADLINE) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.005)
+
+
+@pytest.fixture
+def clock() -> Iterator[VirtualClock]:
+    """A virtual clock, moved far on afterwards: a failing test leaves no task asleep on it."""
+    clock = VirtualClock()
+    yield clock
+    clock.advance(1000)
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,29 @@ from helpers import WAIT
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, Task, TaskEvent, TaskState
+from daguerreo_actors.testing import VirtualClock
+
+#: What the virtual clock's time() reads at 0 (event timestamps on it).
+EPOCH = 1_700_000_000.0
+
+
+def on_clock(event: d.Event) -> float:
+    """The event's time on a virtual clock, in seconds from its start."""
+    return round(event.timestamp - EPOCH, 6)
+
+
+def eventually(predicate: Callable[[], bool]) -> bool:
+    """True once ``predicate()`` is, within WAIT real seconds.
+
+    For the code of an abandoned attempt on a virtual clock: ``advance``
+    waits for the job's current attempts only, not for that code.
+    """
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def incer(ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
@@ -180,18 +203,21 @@ def test_a_non_mapping_result_fails_the_job_without_retry() -> None:
     assert len(calls) == 1
 
 
-def test_a_task_that_outlives_its_timeout_fails_after_its_retries() -> None:
-    release = threading.Event()
+def test_a_task_that_outlives_its_timeout_fails_after_its_retries(clock: VirtualClock) -> None:
 
     def slow(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
-        release.wait(WAIT)
+        clock.sleep(100)  # ignores is_active(): outlives every deadline
         return {"a": 1}
 
-    tasks = [{"name": "a", "fn": slow, "timeout": 0.05, "overlap": True}]  # retries beside it
-    try:
-        result, recorder = run_and_record(tasks, max_retries=3)
-    finally:
-        release.set()
+    tasks = [{"name": "a", "fn": slow, "timeout": 5, "overlap": True}]  # retries beside it
+    recorder = Recorder()
+    job = d.run(tasks, max_retries=3, clock=clock, listeners=[recorder])
+    clock.advance(19.999)
+    assert not job.done()
+    clock.advance(0.001)
+    assert job.done()  # the fourth deadline, at 20 s, failed it
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
     assert result.state is JobState.FAILED
     assert result.failure_reason is TaskState.TIMED_OUT
     assert result.failed_task == "a"
@@ -200,6 +226,24 @@ def test_a_task_that_outlives_its_timeout_fails_after_its_retries() -> None:
     assert "a" not in result.ctx
     outcomes = [new for _, new, _ in recorder.transitions("a")]
     assert outcomes.count(TaskState.TIMED_OUT) == 4
+    # Each attempt times out 5 s after it started; each retry starts at once, beside it.
+    assert [
+        (on_clock(e), e.new_state, e.attempt)
+        for e in recorder.task_events("a")
+        if e.new_state in (TaskState.RUNNING, TaskState.TIMED_OUT, TaskState.FAILED)
+    ] == [
+        (0.0, TaskState.RUNNING, 1),
+        (5.0, TaskState.TIMED_OUT, 1),
+        (5.0, TaskState.RUNNING, 2),
+        (10.0, TaskState.TIMED_OUT, 2),
+        (10.0, TaskState.RUNNING, 3),
+        (15.0, TaskState.TIMED_OUT, 3),
+        (15.0, TaskState.RUNNING, 4),
+        (20.0, TaskState.TIMED_OUT, 4),
+        (20.0, TaskState.FAILED, 4),
+    ]
+    clock.advance(100)  # the abandoned attempts' code returns at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
 def test_tasks_run_on_a_custom_executor() -> None:
@@ -220,11 +264,10 @@ def test_tasks_run_on_a_custom_executor() -> None:
     assert all(name.startswith("custom") for name in seen)
 
 
-def test_the_job_timeout_ends_the_job_with_what_completed() -> None:
-    release = threading.Event()
+def test_the_job_timeout_ends_the_job_with_what_completed(clock: VirtualClock) -> None:
 
     def slow(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
-        release.wait(WAIT)
+        clock.sleep(100)
         return {"b": 1}
 
     tasks = [
@@ -232,13 +275,14 @@ def test_the_job_timeout_ends_the_job_with_what_completed() -> None:
         {"name": "b", "fn": slow, "dependencies": ["a"]},
         {"name": "c", "fn": lambda _c, _i: {"c": 1}, "dependencies": ["b"]},
     ]
-    started = time.monotonic()
-    try:
-        job = d.run(tasks, timeout=0.3)
-        result = job.get(timeout=WAIT)
-        elapsed = time.monotonic() - started
-    finally:
-        release.set()
+    recorder = Recorder()
+    job = d.run(tasks, timeout=30, clock=clock, listeners=[recorder])
+    clock.advance(29.999)
+    assert not job.done()  # not a moment before its deadline...
+    clock.advance(0.001)
+    assert job.done()  # ...and at it, though b still runs
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
     assert result.state is JobState.TIMED_OUT
     assert result.ctx == {"a": 1}
     assert result.task_states == {
@@ -246,8 +290,16 @@ def test_the_job_timeout_ends_the_job_with_what_completed() -> None:
         "b": TaskState.CANCELLED,
         "c": TaskState.SKIPPED,
     }
-    assert 0.3 <= elapsed < 0.3 + 2.0
+    last = recorder.events[-1]
+    assert isinstance(last, JobEvent)
+    assert (on_clock(last), last.new_state) == (30.0, JobState.TIMED_OUT)
+    assert [(on_clock(e), e.new_state) for e in recorder.task_events("b")][-1] == (
+        30.0,
+        TaskState.CANCELLED,
+    )
     assert result.failed_task is None
+    clock.advance(70)  # b's code returns at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
 def test_run_rejects_invalid_tasks_with_every_error() -> None:
@@ -410,68 +462,118 @@ def test_a_task_max_retries_overrides_the_jobs() -> None:
     assert result.attempts == {"a": 2}
 
 
-def test_a_timed_out_attempt_is_retried_and_its_late_result_is_never_merged() -> None:
-    first_may_return = threading.Event()
+def test_a_timed_out_attempt_is_retried_and_its_late_result_is_never_merged(
+    clock: VirtualClock,
+) -> None:
     first_returned = threading.Event()
     calls = []
 
     def sometimes_slow(_c: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
         calls.append(1)
         if len(calls) == 1:
-            first_may_return.wait(WAIT)
+            clock.sleep(12)  # times out at 10 s, returns at 12 s while the retry runs
             first_returned.set()
             return {"who": "late first attempt", "late": True}
-        first_may_return.set()
+        clock.sleep(5)  # started at 10 s, returns at 15 s, before its deadline
         return {"who": "retry"}
 
     # overlap: the retry runs while the first attempt still does.
-    tasks = [Task("a", sometimes_slow, timeout=0.1, overlap=True), Task("b", incer, ["a"])]
-    result, recorder = run_and_record(tasks, ctx={"v": 0})
+    tasks = [Task("a", sometimes_slow, timeout=10, overlap=True), Task("b", incer, ["a"])]
+    recorder = Recorder()
+    job = d.run(tasks, ctx={"v": 0}, clock=clock, listeners=[recorder])
+    clock.advance(10)
+    assert [(s.task, s.attempt) for s in job.stragglers()] == [("a", 1)]  # its code runs on
+    clock.advance(2)
     assert first_returned.wait(WAIT)
+    # Its late result committed (and discarded) while the job still ran.
+    assert eventually(lambda: job.stragglers() == ())
+    assert not job.done()
+    clock.advance(3)
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
     assert result.ok
     assert result.ctx == {"v": 1, "who": "retry"}
     assert result.attempts["a"] == 2
     assert (TaskState.RUNNING, TaskState.TIMED_OUT, 1) in recorder.transitions("a")
     assert (TaskState.TIMED_OUT, TaskState.READY, 1) in recorder.transitions("a")
+    steps = [(on_clock(e), e.old_state, e.new_state, e.attempt) for e in recorder.task_events("a")]
+    assert steps[1:] == [
+        (0.0, TaskState.READY, TaskState.RUNNING, 1),
+        (10.0, TaskState.RUNNING, TaskState.TIMED_OUT, 1),
+        (10.0, TaskState.TIMED_OUT, TaskState.READY, 1),
+        (10.0, TaskState.READY, TaskState.RUNNING, 2),
+        (15.0, TaskState.RUNNING, TaskState.COMPLETED, 2),
+    ]
+    assert job.wait_stopped(timeout=WAIT)
 
 
-def test_is_active_turns_false_for_a_timed_out_attempt() -> None:
+def test_is_active_turns_false_for_a_timed_out_attempt(clock: VirtualClock) -> None:
     flags: list[bool] = []
+    polls: list[tuple[float, bool]] = []
     done = threading.Event()
 
     def watcher(_c: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
         flags.append(is_active())
-        deadline = time.monotonic() + WAIT
-        while is_active() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        while True:
+            active = is_active()
+            polls.append((clock.now(), active))
+            if not active:
+                break
+            clock.sleep(3)
         flags.append(is_active())
         done.set()
         return {}
 
-    result = d.run([Task("a", watcher, timeout=0.05, max_retries=0)]).get(timeout=WAIT)
-    assert done.wait(WAIT)
+    job = d.run([Task("a", watcher, timeout=10, max_retries=0)], clock=clock)
+    clock.advance(10)
+    result = job.get(timeout=WAIT)
     assert result.failure_reason is TaskState.TIMED_OUT
+    assert not done.is_set()  # the code sleeps on, until 12 s
+    assert [(s.task, s.attempt) for s in job.stragglers()] == [("a", 1)]
+    clock.advance(2)
+    assert done.wait(WAIT)  # abandoned: advance does not wait for its code
     assert flags == [True, False]
+    # True before the deadline (10 s), False at the first look after it.
+    assert polls == [(0.0, True), (3.0, True), (6.0, True), (9.0, True), (12.0, False)]
+    assert job.wait_stopped(timeout=WAIT)
 
 
-def test_with_overlap_a_slot_freed_by_a_timeout_starts_the_next_waiting_task() -> None:
-    release = threading.Event()
+def test_with_overlap_a_slot_freed_by_a_timeout_starts_the_next_waiting_task(
+    clock: VirtualClock,
+) -> None:
 
     def stuck(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
-        release.wait(WAIT)
+        clock.sleep(100)
         return {}
 
     tasks = [
-        Task("stuck", stuck, timeout=0.05, max_retries=0, continue_on_failure=True, overlap=True),
+        Task("stuck", stuck, timeout=5, max_retries=0, continue_on_failure=True, overlap=True),
         Task("next", lambda _c, _i: {"next": 1}),
     ]
-    try:
-        result = d.run(tasks, max_concurrency=1).get(timeout=WAIT)
-    finally:
-        release.set()
+    recorder = Recorder()
+    job = d.run(tasks, max_concurrency=1, clock=clock, listeners=[recorder])
+    clock.advance(4.999)
+    assert not job.done()  # the one slot is stuck's until its deadline
+    clock.advance(0.001)
+    assert job.done()  # freed at 5 s, though stuck's code runs on
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
     assert result.state is JobState.COMPLETED
     assert result.task_states == {"stuck": TaskState.FAILED, "next": TaskState.COMPLETED}
     assert result.ctx == {"next": 1}
+    assert [
+        (on_clock(e), e.task, e.new_state)
+        for e in recorder.task_events()
+        if e.new_state is not TaskState.READY
+    ] == [
+        (0.0, "stuck", TaskState.RUNNING),
+        (5.0, "stuck", TaskState.TIMED_OUT),
+        (5.0, "stuck", TaskState.FAILED),
+        (5.0, "next", TaskState.RUNNING),
+        (5.0, "next", TaskState.COMPLETED),
+    ]
+    clock.advance(95)  # stuck's code returns at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
 def test_a_failing_continue_on_failure_task_lets_the_job_complete() -> None:

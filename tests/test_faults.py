@@ -15,6 +15,15 @@ from helpers import ROOT, WAIT
 
 import daguerreo_actors as d
 from daguerreo_actors import JobEvent, JobState, Task, TaskEvent, TaskState, _listeners, _task_actor
+from daguerreo_actors.testing import VirtualClock
+
+#: What the virtual clock's time() reads at 0 (event timestamps on it).
+EPOCH = 1_700_000_000.0
+
+
+def on_clock(event: d.Event) -> float:
+    """The event's time on a virtual clock, in seconds from its start."""
+    return round(event.timestamp - EPOCH, 6)
 
 
 def ok(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
@@ -160,41 +169,71 @@ def test_cancel_during_a_retry_cancels_the_retried_attempt() -> None:
     assert states[-3:] == [TaskState.READY, TaskState.RUNNING, TaskState.CANCELLED]
 
 
-def test_cancel_while_a_timed_out_attempt_still_runs() -> None:
-    release = threading.Event()
+def test_cancel_while_a_timed_out_attempt_still_runs(clock: VirtualClock) -> None:
     timed_out = threading.Event()
+    events: list[d.Event] = []
 
     def stuck(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
-        release.wait(WAIT)
+        clock.sleep(100)
         return {"stuck": True}
 
     def watcher(event: d.Event) -> None:
+        events.append(event)
         if isinstance(event, TaskEvent) and event.new_state is TaskState.TIMED_OUT:
             timed_out.set()
 
-    job = d.run([Task("a", stuck, timeout=0.05, max_retries=5)], listeners=[watcher])
-    try:
-        assert timed_out.wait(WAIT)
-        assert job.cancel() is True
-        result = job.get(timeout=WAIT)
-    finally:
-        release.set()
+    job = d.run([Task("a", stuck, timeout=5, max_retries=5)], listeners=[watcher], clock=clock)
+    clock.advance(5)
+    assert timed_out.wait(WAIT)
+    assert not job.done()  # its retry waits for the code, which runs on
+    assert job.cancel() is True
+    result = job.get(timeout=WAIT)
     assert result.state is JobState.CANCELLED
     assert result.task_states["a"] is TaskState.CANCELLED
+    assert result.attempts["a"] == 1  # the retry never started
     assert result.ctx == {}
     assert job.cancel() is False
+    assert job.wait_for_listeners(WAIT)
+    steps = [(on_clock(e), e.old_state, e.new_state) for e in events if isinstance(e, TaskEvent)]
+    assert steps[-2:] == [
+        (5.0, TaskState.RUNNING, TaskState.TIMED_OUT),
+        (5.0, TaskState.TIMED_OUT, TaskState.CANCELLED),
+    ]
+    clock.advance(95)  # the abandoned attempt's code returns at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
-def test_the_job_timeout_during_a_retry_ends_it_timed_out() -> None:
+def test_the_job_timeout_during_a_retry_ends_it_timed_out(clock: VirtualClock) -> None:
+    starts: list[float] = []
+
     def always_fails(_ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
-        time.sleep(0.01)
+        starts.append(clock.now())
+        clock.sleep(3)
         raise ValueError("never works")
 
-    started = time.monotonic()
-    result = d.run([Task("a", always_fails)], max_retries=1000, timeout=0.2).get(timeout=WAIT)
+    events: list[d.Event] = []
+    job = d.run(
+        [Task("a", always_fails)],
+        max_retries=1000,
+        timeout=20,
+        clock=clock,
+        listeners=[events.append],
+    )
+    clock.advance(19.999)
+    assert not job.done()
+    clock.advance(0.001)
+    assert job.done()  # at its deadline, during the seventh attempt
+    result = job.get(timeout=WAIT)
     assert result.state is JobState.TIMED_OUT
-    assert time.monotonic() - started < 0.2 + 1.0
-    assert result.task_states["a"] in (TaskState.CANCELLED, TaskState.SKIPPED)
+    assert result.task_states["a"] is TaskState.CANCELLED
+    assert starts == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0]
+    assert result.attempts["a"] == 7
+    assert job.wait_for_listeners(WAIT)
+    last = events[-1]
+    assert isinstance(last, JobEvent)
+    assert (on_clock(last), last.new_state) == (20.0, JobState.TIMED_OUT)
+    clock.advance(1)  # the cancelled attempt's code raises at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
 # -- interpreter exit ----------------------------------------------------------
@@ -261,28 +300,31 @@ def test_huge_timeouts_mean_no_timeout(timeout: float) -> None:
 # -- promises of docs/guarantees.md not checked elsewhere ------------------------
 
 
-def test_at_most_one_attempt_of_a_task_is_wanted_at_any_time() -> None:
+def test_at_most_one_attempt_of_a_task_is_wanted_at_any_time(clock: VirtualClock) -> None:
     attempts: list[Callable[[], bool]] = []
     overlaps: list[int] = []
-    release = threading.Event()
+    starts: list[float] = []
 
     def slow_then_fast(_ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
         # Every earlier attempt must already be abandoned when a new one starts.
         overlaps.extend(i for i, earlier in enumerate(attempts) if earlier())
         attempts.append(is_active)
+        starts.append(clock.now())
         if len(attempts) < 3:
-            release.wait(WAIT)  # ignores is_active: keeps its thread busy
+            clock.sleep(100)  # ignores is_active: keeps its thread busy
         return {"attempt": len(attempts)}
 
-    try:
-        # overlap: each retry starts while the attempt before it still runs.
-        result = d.run([Task("a", slow_then_fast, timeout=0.05, overlap=True)]).get(timeout=WAIT)
-    finally:
-        release.set()
+    # overlap: each retry starts while the attempt before it still runs.
+    job = d.run([Task("a", slow_then_fast, timeout=5, overlap=True)], clock=clock)
+    clock.advance(10)
+    result = job.get(timeout=WAIT)
     assert result.ok
     assert result.attempts["a"] == 3
     assert result.ctx == {"attempt": 3}
     assert overlaps == []
+    assert starts == [0.0, 5.0, 10.0]  # each at the deadline of the one before it
+    clock.advance(100)  # the abandoned attempts' code returns at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
 def test_a_listener_may_cancel_the_job_it_listens_to() -> None:

@@ -14,6 +14,7 @@ from helpers import WAIT
 
 import daguerreo_actors as d
 from daguerreo_actors import JobState, RetryPolicy, Task, TaskEvent, TaskState
+from daguerreo_actors.testing import VirtualClock
 
 Fn = Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]
 
@@ -55,66 +56,109 @@ def recorded(tasks: list[Task], **options: Any) -> tuple[d.JobResult, Recorder]:
     return result, recorder
 
 
+#: What the virtual clock's time() reads at 0 (event timestamps on it).
+EPOCH = 1_700_000_000.0
+
+
+def on_clock(event: d.Event) -> float:
+    """The event's time on a virtual clock, in seconds from its start."""
+    return round(event.timestamp - EPOCH, 6)
+
+
+def clocked(
+    clock: VirtualClock, seconds: float, tasks: list[Task], **options: Any
+) -> tuple[d.JobResult, Recorder]:
+    """Run ``tasks`` on ``clock``, advance it ``seconds``: the job must be done by then."""
+    recorder = Recorder()
+    job = d.run(tasks, listeners=[recorder], clock=clock, **options)
+    clock.advance(seconds)
+    assert job.done()
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    return result, recorder
+
+
 # -- the retry policy -------------------------------------------------------------
 
 
-def test_retry_delays_follow_the_policy_within_fifty_milliseconds() -> None:
+def test_retry_delays_follow_the_policy_exactly(clock: VirtualClock) -> None:
+    # On the virtual clock: exactly, not within 50 ms.
     starts: list[float] = []
 
     def flaky(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
-        starts.append(time.monotonic())
+        starts.append(clock.now())
         if len(starts) < 4:
             raise ConnectionError("not yet")
         return {}
 
-    policy = RetryPolicy(max_retries=3, delay=0.1, backoff=2.0, max_delay=0.3)
-    result, recorder = recorded([Task("a", flaky, retry=policy)])
+    policy = RetryPolicy(max_retries=3, delay=1, backoff=2.0, max_delay=3)
+    result, recorder = clocked(clock, 6, [Task("a", flaky, retry=policy)])
     assert result.ok
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    for gap, expected in zip(gaps, [0.1, 0.2, 0.3], strict=True):  # the third is capped
-        assert expected <= gap <= expected + 0.05, gaps
+    assert gaps == [1.0, 2.0, 3.0]  # the third is capped
+    assert starts == [0.0, 1.0, 3.0, 6.0]
     into_exception = [e for e in recorder.of("a") if e.new_state is TaskState.EXCEPTION]
-    assert [e.retry_in for e in into_exception] == pytest.approx([0.1, 0.2, 0.3])
+    assert [e.retry_in for e in into_exception] == [1.0, 2.0, 3.0]
+    assert [on_clock(e) for e in into_exception] == [0.0, 1.0, 3.0]
 
 
 def test_jitter_is_reproducible_for_a_seed_and_stays_within_its_bounds() -> None:
-    policy = RetryPolicy(max_retries=4, delay=0.01, jitter=0.5)
+    policy = RetryPolicy(max_retries=4, delay=1, jitter=0.5)
 
     def delays(seed: int) -> list[float]:
-        result, recorder = recorded([Task("a", raises(ValueError()), retry=policy)], seed=seed)
+        clock = VirtualClock()
+        starts: list[float] = []
+
+        def fails(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
+            starts.append(clock.now())
+            raise ValueError()
+
+        # Four delays of at most 1.5 s each: done by 6 s.
+        result, recorder = clocked(clock, 6, [Task("a", fails, retry=policy)], seed=seed)
         assert result.state is JobState.FAILED
-        return [
+        retry_in = [
             e.retry_in
             for e in recorder.of("a")
             if e.new_state is TaskState.EXCEPTION and e.retry_in is not None
         ]
+        # Each retry started exactly its jittered delay after the failure before it.
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert gaps == pytest.approx(retry_in, abs=1e-9)
+        return retry_in
 
     first, again, other = delays(7), delays(7), delays(8)
     assert first == again
     assert first != other
     assert len(first) == 4
-    assert all(0.005 <= delay <= 0.015 for delay in first)
+    assert all(0.5 <= delay <= 1.5 for delay in first)
 
 
-def test_a_task_waiting_for_its_retry_holds_no_slot() -> None:
+def test_a_task_waiting_for_its_retry_holds_no_slot(clock: VirtualClock) -> None:
     order: list[str] = []
+    times: list[float] = []
 
     def flaky(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
         order.append("flaky")
+        times.append(clock.now())
         if order.count("flaky") == 1:
             raise ValueError("first")
         return {}
 
     def other(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
         order.append("other")
+        times.append(clock.now())
+        clock.sleep(4)  # done at 4 s, well within flaky's delay
         return {}
 
-    tasks = [Task("flaky", flaky, retry=RetryPolicy(delay=0.2)), Task("other", other)]
-    result, recorder = recorded(tasks, max_concurrency=1)
+    tasks = [Task("flaky", flaky, retry=RetryPolicy(delay=10)), Task("other", other)]
+    result, recorder = clocked(clock, 10, tasks, max_concurrency=1)
     assert result.ok
     assert order == ["flaky", "other", "flaky"]  # other ran during flaky's delay
+    assert times == [0.0, 0.0, 10.0]
     states = [(e.old_state, e.new_state) for e in recorder.of("flaky")]
     assert (TaskState.EXCEPTION, TaskState.READY) in states
+    [other_done] = [e for e in recorder.of("other") if e.new_state is TaskState.COMPLETED]
+    assert on_clock(other_done) == 4.0
 
 
 def test_an_exception_the_policy_does_not_retry_makes_exactly_one_attempt() -> None:
@@ -146,21 +190,22 @@ def test_retry_on_that_raises_does_not_retry_and_is_logged(logs: list[dict[str, 
     assert any(e["event"] == "retry_on_failed" for e in logs)
 
 
-def test_retry_timeouts_false_makes_a_timeout_final() -> None:
-    release = threading.Event()
+def test_retry_timeouts_false_makes_a_timeout_final(clock: VirtualClock) -> None:
 
     def stuck(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
-        release.wait(WAIT)
+        clock.sleep(100)
         return {}
 
-    try:
-        policy = RetryPolicy(max_retries=3, retry_timeouts=False)
-        result = d.run([Task("a", stuck, timeout=0.05, retry=policy)]).get(timeout=WAIT)
-    finally:
-        release.set()
+    policy = RetryPolicy(max_retries=3, retry_timeouts=False)
+    job = d.run([Task("a", stuck, timeout=5, retry=policy)], clock=clock)
+    clock.advance(5)
+    assert job.done()  # failed at its deadline, not when the code returns
+    result = job.get(timeout=WAIT)
     assert result.state is JobState.FAILED
     assert result.failure_reason is TaskState.TIMED_OUT
     assert result.attempts["a"] == 1
+    clock.advance(95)  # the abandoned attempt's code returns at last
+    assert job.wait_stopped(timeout=WAIT)
 
 
 def test_the_number_of_retries_comes_from_the_nearest_place_that_says() -> None:
@@ -175,15 +220,30 @@ def test_the_number_of_retries_comes_from_the_nearest_place_that_says() -> None:
         assert dict(result.attempts) == {"own": 1, "policy": 2, "job": job_retries + 1}
 
 
-def test_a_job_that_ends_while_a_retry_waits_cancels_that_task() -> None:
-    result, recorder = recorded(
-        [Task("a", raises(ValueError()), retry=RetryPolicy(delay=30))], timeout=0.2
+def test_a_job_that_ends_while_a_retry_waits_cancels_that_task(clock: VirtualClock) -> None:
+    recorder = Recorder()
+    job = d.run(
+        [Task("a", raises(ValueError()), retry=RetryPolicy(delay=30))],
+        timeout=20,
+        clock=clock,
+        listeners=[recorder],
     )
+    clock.advance(19.999)
+    assert not job.done()  # its retry is due at 30 s; the job's deadline at 20 s
+    clock.advance(0.001)
+    assert job.done()
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
     assert result.state is JobState.TIMED_OUT
     assert [(e.old_state, e.new_state) for e in recorder.of("a")][-1] == (
         TaskState.EXCEPTION,
         TaskState.CANCELLED,
     )
+    assert [(on_clock(e), e.new_state, e.retry_in) for e in recorder.of("a")][1:] == [
+        (0.0, TaskState.RUNNING, None),
+        (0.0, TaskState.EXCEPTION, 30.0),
+        (20.0, TaskState.CANCELLED, None),
+    ]
 
 
 @pytest.mark.parametrize(
