@@ -10,8 +10,10 @@ from daguerreo_actors._diagram import to_dot, to_mermaid
 from daguerreo_actors._errors import (
     InternalError,
     InvalidTasksError,
+    JournalError,
     NotPicklableError,
     RemoteTaskError,
+    SerializationError,
     TaskError,
     TaskInterrupted,
 )
@@ -37,12 +39,15 @@ __all__ = [
     "JobReport",
     "JobResult",
     "JobState",
+    "Journal",
+    "JournalError",
     "KeyConflict",
     "NotPicklableError",
     "ProcessTier",
     "ProgressListener",
     "RemoteTaskError",
     "RetryPolicy",
+    "SerializationError",
     "Straggler",
     "Task",
     "TaskError",
@@ -53,6 +58,7 @@ __all__ = [
     "cancel",
     "configure_logging",
     "event_logger",
+    "resume",
     "run",
     "to_dot",
     "to_mermaid",
@@ -62,13 +68,24 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from daguerreo_actors._journal import Journal
+    from daguerreo_actors._resume import resume
     from daguerreo_actors._tier_pebble import ProcessTier
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: the process tier pulls in multiprocessing.
+    # Imported on first use: the process tier pulls in multiprocessing, the
+    # journal sqlite3.
     if name == "ProcessTier":
         from daguerreo_actors._tier_pebble import ProcessTier
 
         return ProcessTier
+    if name == "Journal":
+        from daguerreo_actors._journal import Journal
+
+        return Journal
+    if name == "resume":
+        from daguerreo_actors._resume import resume
+
+        return resume
     raise AttributeError(f"module 'daguerreo_actors' has no attribute {name!r}")

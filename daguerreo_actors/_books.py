@@ -42,6 +42,8 @@ class Transition:
     retry_in: float | None = None
     #: Into TIMED_OUT: ``"deadline"`` or ``"heartbeat"``.
     reason: str | None = None
+    #: UNSCHEDULED -> COMPLETED: the output was restored from a journal.
+    restored: bool = False
 
 
 _UNSCHEDULED = TaskState.UNSCHEDULED

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from daguerreo_actors._clock import Clock
     from daguerreo_actors._ctx import CtxBook
     from daguerreo_actors._graph import Graph
+    from daguerreo_actors._journal import JobJournal
     from daguerreo_actors._offers import Offers
     from daguerreo_actors._outbox import Outbox
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 class CommitSide(MailboxActor):
     """The commit methods of the JobActor (see the module docstring)."""
 
-    __slots__ = ("_book", "_stopped", "_stragglers")
+    __slots__ = ("_book", "_committing", "_journal", "_stopped", "_stragglers")
 
     # The ctx snapshot and its writers, swapped (never changed) under the
     # lock; the rest is the JobActor's.
@@ -61,13 +62,26 @@ class CommitSide(MailboxActor):
     _offers: Offers | None
     _clock: Clock
     _outbox: Outbox
+    #: The job's journal (``_journal.py``), or None; outputs being committed to it.
+    _journal: JobJournal | None
+    _committing: int
 
     def commit_returned(
         self, attempt: Attempt, output: dict[Any, Any], *, here: bool
     ) -> Runnable | None:
-        """The attempt returned ``output``: merge it and report, unless it was abandoned."""
-        offers = self._offers if here else None
-        taken: tuple[TaskActor, Attempt] | None = None
+        """The attempt returned ``output``: merge it and report, unless it was abandoned.
+
+        With a journal, the output is serialized first (an error fails the
+        attempt) and committed once its fate is settled, before the report
+        is queued: no dependent starts before its input is durable.
+        """
+        journal = self._journal
+        blob: bytes | str = b""
+        if journal is not None:
+            try:
+                blob = journal.encode(attempt.task, output)  # user code
+            except BaseException as exc:  # noqa: BLE001 - charged to this task
+                return self.commit_raised(attempt, exc, here=here, retryable=False)
         while True:
             base = self._book
             try:
@@ -84,21 +98,36 @@ class CommitSide(MailboxActor):
                 if not attempt.finish_locked():
                     break
                 self._book = book
-                if offers is not None:
-                    taken = offers.take_locked()
-                if taken is not None:
-                    taken[1].started_at = self._clock.monotonic()
-                drain = self.enqueue_locked(
-                    Succeeded(
-                        attempt, output, None if taken is None else taken[1], tuple(conflicts)
-                    )
-                )
+                if journal is None:
+                    drain, taken = self._succeed_locked(attempt, output, conflicts, here)
+                else:
+                    self._committing += 1
+            if journal is not None:
+                failure = _journal_commit(journal, attempt, blob, self._clock.time())
+                with self._lock:
+                    self._committing -= 1
+                    if failure is None:
+                        drain, taken = self._succeed_locked(attempt, output, conflicts, here)
+                    else:
+                        drain, taken = self.enqueue_locked(Raised(attempt, failure, False)), None
             if taken is not None:
                 actor, taken_attempt = taken
                 actor.accept(RunAttempt(taken_attempt, book.snapshot))
             return self._after_commit(drain, here and taken is None, taken)
         self._late(attempt, discarded=True)
         return None
+
+    def _succeed_locked(
+        self, attempt: Attempt, output: dict[Any, Any], conflicts: list[Any], here: bool
+    ) -> tuple[bool, tuple[TaskActor, Attempt] | None]:
+        """Queue the success (the lock held), taking the next offer if this thread may."""
+        taken = self._offers.take_locked() if here and self._offers is not None else None
+        if taken is not None:
+            taken[1].started_at = self._clock.monotonic()
+        drain = self.enqueue_locked(
+            Succeeded(attempt, output, None if taken is None else taken[1], tuple(conflicts))
+        )
+        return drain, taken
 
     def commit_raised(
         self, attempt: Attempt, exc: BaseException, *, here: bool, retryable: bool = True
@@ -173,6 +202,17 @@ class CommitSide(MailboxActor):
             else:
                 shared_pool().execute(self)
         return taken[0] if taken is not None else kept
+
+
+def _journal_commit(
+    journal: JobJournal, attempt: Attempt, blob: bytes | str, ts: float
+) -> BaseException | None:
+    """Commit an output to the journal (waits for the disk); what went wrong, or None."""
+    try:
+        journal.completed(attempt.node, attempt.number, blob, ts)
+    except BaseException as exc:  # noqa: BLE001 - the disk: this attempt fails
+        return exc
+    return None
 
 
 def _merge_error(task: str, output: Mapping[Any, Any], exc: BaseException) -> str:

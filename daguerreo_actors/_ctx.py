@@ -66,6 +66,18 @@ class CtxBook:
         return CtxBook(snapshot, writers.update(dict.fromkeys(output, node))), conflicts
 
 
+def restored_ctx(
+    ctx: Mapping[Any, Any], restored: tuple[tuple[int, Mapping[Any, Any]], ...]
+) -> Mapping[Any, Any]:
+    """The initial ctx with a resumed job's restored outputs merged, in their order."""
+    if not restored:
+        return ctx
+    merged = dict(ctx)
+    for _node, output in restored:
+        merged.update(output)
+    return merged
+
+
 def depends_on(graph: Graph, node: int, other: int) -> bool:
     """True if ``node`` depends on ``other``, directly or through others."""
     dependencies = graph.dependencies

@@ -116,6 +116,7 @@ class Ending(CommitSide):
             invalid_result=failure.invalid_result,
             conflicts=tuple(self._conflicts),
             failures=tuple(core.failures),
+            resumed_from=None if self._journal is None else self._journal.resumed_from,
         )
 
     def _bare_result(self, error: InternalError) -> JobResult:

@@ -127,3 +127,11 @@ def invalid_result_message(task: str, value: object, *, with_value: bool = False
 
         text += f": {cut(safe_repr(value), 200)}"
     return text
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be opened, read or written, or is held by another process."""
+
+
+class SerializationError(TypeError):
+    """A task's output cannot be serialized for the journal; the message names the key."""

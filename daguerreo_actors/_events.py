@@ -40,6 +40,10 @@ class TaskEvent:
     reason: str | None = None
     #: Out of RUNNING: the attempt's last ``is_active(progress)`` value (None if none).
     progress: Any = None
+    #: UNSCHEDULED -> COMPLETED of a resumed job: the output came from the journal.
+    restored: bool = False
+    #: READY -> COMPLETED: the output came from the journal's cache.
+    cached: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

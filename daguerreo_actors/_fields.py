@@ -193,6 +193,12 @@ def _executor(value: object) -> tuple[object, str | None]:
     )
 
 
+def _version(value: object) -> tuple[object, str | None]:
+    if value is None or (type(value) in (str, int)):
+        return value, None
+    return None, f"must be None, a str or an int, got {describe(value)}"
+
+
 def _priority(value: object) -> tuple[object, str | None]:
     if type(value) is bool or not isinstance(value, int):
         return 0, f"must be an int, got {describe(value)}"
@@ -216,4 +222,5 @@ FIELDS: dict[str, tuple[Check, object]] = {
     "interrupt": (_bool, False),
     "heartbeat": (_seconds_or_none, None),
     "executor": (_executor, None),
+    "version": (_version, None),
 }

@@ -127,13 +127,19 @@ class Job(pykka.ThreadingFuture[JobResult]):
         ``get()`` never waits for listeners (a slow listener delays nobody
         but itself); call this when you need their side effects. It also
         waits until the job's log entries are written (the engine writes
-        them on a thread of its own). Returns False if ``timeout`` seconds
-        passed first.
+        them on a thread of its own), and, with a journal, until the job's
+        end is written to it. Returns False if ``timeout`` seconds passed
+        first.
         """
         deadline = None if timeout is None else real_monotonic() + timeout
         for link in self._links:
             remaining = None if deadline is None else max(0.0, deadline - real_monotonic())
             if not link.done.wait(remaining):
+                return False
+        journal = self._actor._journal
+        if journal is not None:
+            remaining = None if deadline is None else max(0.0, deadline - real_monotonic())
+            if not journal.closed.wait(remaining):
                 return False
         remaining = None if deadline is None else max(0.0, deadline - real_monotonic())
         return flush_log(remaining)

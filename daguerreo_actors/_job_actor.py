@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
-from daguerreo_actors._ctx import CtxBook
+from daguerreo_actors._ctx import CtxBook, restored_ctx
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
 from daguerreo_actors._messages import (
@@ -93,6 +93,7 @@ class JobActor(Overrun):
         "_offers",
         "_on_conflict",
         "_outbox",
+        "_restored",
         "_retries",
         "_started_at",
         "_tasks",
@@ -142,13 +143,18 @@ class JobActor(Overrun):
             resources=[t.resources for t in tasks],
             capacity=options.capacity,
             ctx=ctx,
-            record=bool(links) or log.debug_enabled,
+            record=bool(links) or log.debug_enabled or options.journal is not None,
             decide_end=self.job._claim_end,
             revoke=self._revoke,
         )
         self._on_conflict = options.on_conflict
         self._conflicts: list[KeyConflict] = []
-        self._book = CtxBook.initial(ctx, track_writers=options.on_conflict != "ignore")
+        self._book = CtxBook.initial(
+            restored_ctx(ctx, options.restored), track_writers=options.on_conflict != "ignore"
+        )
+        self._journal = options.journal
+        self._committing = 0
+        self._restored = options.restored
         executor = options.executor
         virtual = getattr(clock, "virtual", False) is True
         self._tiers: tuple[Tier, ...] = tiers_for(tasks, executor, job_id, virtual=virtual)
@@ -166,7 +172,7 @@ class JobActor(Overrun):
         self._claimed_at: dict[int, float] = {}
         self._timers = clock.timers(self._timers_lost)
         self._outbox = Outbox(
-            job_id, graph, log, clock, links, options.started, self.job._set_state
+            job_id, graph, log, clock, links, options.started, self.job._set_state, self._journal
         )
         self._resolved = False
         self._stragglers = {}
@@ -206,7 +212,7 @@ class JobActor(Overrun):
             self._internal_error("job_actor", exc)
 
     def _on_start(self, _message: Start) -> None:
-        self._carry_out(self._core.start())
+        self._carry_out(self._core.start(self._restored))
 
     def _on_succeeded(self, message: Succeeded) -> None:
         attempt, taken = message.attempt, message.taken
@@ -417,16 +423,6 @@ class JobActor(Overrun):
 
     def _revoke(self, node: int) -> bool:
         return self._offers is None or self._offers.revoke(node)
-
-    def quiescent(self) -> bool:
-        """Nothing to handle, and every running attempt returned or sleeps on the clock."""
-        with self._lock:
-            if self._draining or self._mailbox:
-                return False
-            # Stragglers too: a timed-out attempt's code, woken by the clock,
-            # must return (or sleep again) before time moves on.
-            attempts = [*self._attempts.values(), *self._stragglers]
-            return all(a.parked or a.returned for a in attempts)
 
     def _new_attempt(self, node: int, number: int) -> Attempt:
         # With a heartbeat, is_active() stamps the time it is called.

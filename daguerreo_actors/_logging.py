@@ -182,6 +182,7 @@ class TransitionLog:
         duration: float | None = None,
         dependencies: list[str] | None = None,
         progress: str | None = None,
+        restored: bool = False,
     ) -> None:
         """Log one transition; the caller has checked ``enabled_for(new)``."""
         level = _LEVELS.get(new, logging.DEBUG)
@@ -202,6 +203,8 @@ class TransitionLog:
             fields["reason"] = reason
         if progress is not None:
             fields["progress"] = progress
+        if restored:
+            fields["restored"] = True
         prepare: Callable[[dict[str, Any]], None] | None = None
         if exception is not None:
             prepare = _ExceptionFields(exception, new is TaskState.FAILED)

@@ -17,7 +17,7 @@ import os
 import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._clock import Clock
 from daguerreo_actors._ctx import ON_CONFLICT
@@ -25,6 +25,9 @@ from daguerreo_actors._fields import is_positive_seconds, to_seconds
 from daguerreo_actors._retry import Resolved, RetryPolicy, resolve
 from daguerreo_actors._task import Task
 from daguerreo_actors._tiers import is_dask_client, is_tier
+
+if TYPE_CHECKING:
+    from daguerreo_actors._journal import JobJournal
 
 #: The default ``max_concurrency``: one running task per CPU.
 DEFAULT_MAX_CONCURRENCY: int = os.cpu_count() or 1
@@ -48,6 +51,10 @@ class JobOptions:
     capacity: Mapping[str, int]
     retries: tuple[Resolved, ...]
     seed: int
+    #: The job's side of its journal (``_journal.py``), or None.
+    journal: JobJournal | None = None
+    #: A resumed job's restored outputs, by node, in their recorded order.
+    restored: tuple[tuple[int, Mapping[Any, Any]], ...] = ()
 
 
 def _option_error(name: str, value: object, expected: str) -> Exception:

@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from daguerreo_actors._attempt import Attempt
     from daguerreo_actors._clock import Clock
     from daguerreo_actors._graph import Graph
+    from daguerreo_actors._journal import JobJournal
     from daguerreo_actors._listeners import ListenerLink
     from daguerreo_actors._logging import TransitionLog
     from daguerreo_actors._scheduler import Scheduler
 
 _RUNNING = TaskState.RUNNING
 _UNSCHEDULED = TaskState.UNSCHEDULED
+_COMPLETED = TaskState.COMPLETED
 
 _NO_PROGRESS: tuple[Any, str | None] = (None, None)
 
@@ -51,6 +53,7 @@ class Outbox:
         "_clock",
         "_graph",
         "_job_id",
+        "_journal",
         "_links",
         "_on_job",
         "_progress",
@@ -68,6 +71,7 @@ class Outbox:
         links: Sequence[ListenerLink],
         run_started: float,
         on_job: Callable[[JobState], None],
+        journal: JobJournal | None = None,
     ) -> None:
         self._job_id = job_id
         self._graph = graph
@@ -76,6 +80,7 @@ class Outbox:
         self._links = links
         self._run_started = run_started
         self._on_job = on_job
+        self._journal = journal
         self._progress: dict[int, tuple[Any, str | None]] = {}
         #: Set on each attempt (``Attempt.on_progress``): None unless debug is logged.
         self.progress_hook: Callable[[Attempt], None] | None = (
@@ -110,11 +115,13 @@ class Outbox:
         now = self._clock.time()
         mono = self._clock.monotonic()
         job_id = self._job_id
+        journal = self._journal
+        rows: list[tuple[Any, ...]] | None = [] if journal is not None else None
         job_iter = iter(job_transitions)
         pending = next(job_iter, None)
         for position, t in enumerate(transitions):
             while pending is not None and pending[0] <= position:
-                self._job(pending[1], pending[2], now, mono, events)
+                self._job(pending[1], pending[2], now, mono, events, rows)
                 pending = next(job_iter, None)
             node, new = t.node, t.new
             ts = now
@@ -124,6 +131,12 @@ class Outbox:
             progress: tuple[Any, str | None] = _NO_PROGRESS
             if self._progress and t.old is _RUNNING:
                 progress = self._progress.pop(node, _NO_PROGRESS)
+            if rows is not None and not (new is _COMPLETED and t.old is _RUNNING):
+                # A completion is journaled with its output (``_commit.py``).
+                error = None if t.exception is None else type(t.exception).__name__
+                rows.append(
+                    (job_id, names[node], t.old.value, new.value, t.attempt, ts, t.reason, error)
+                )
             if log.enabled_for(new):
                 old = t.old
                 log.task(
@@ -138,6 +151,7 @@ class Outbox:
                     retry_in=t.retry_in,
                     reason=t.reason,
                     progress=progress[1],
+                    restored=t.restored,
                     duration=mono - started_at[node] if old is _RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]
@@ -159,17 +173,32 @@ class Outbox:
                         t.retry_in,
                         t.reason,
                         progress[0],
+                        t.restored,
                     )
                 )
         while pending is not None:
-            self._job(pending[1], pending[2], now, mono, events)
+            self._job(pending[1], pending[2], now, mono, events, rows)
             pending = next(job_iter, None)
+        if rows:
+            assert journal is not None
+            journal.post(rows)
+        if journal is not None and core.ended:
+            self._journal = None  # the end is written once
+            journal.end(core.job_state.value, now)
         if events:
             self._send(events, final=core.ended)
 
     def _job(
-        self, old: JobState, new: JobState, now: float, mono: float, events: list[Event] | None
+        self,
+        old: JobState,
+        new: JobState,
+        now: float,
+        mono: float,
+        events: list[Event] | None,
+        rows: list[tuple[Any, ...]] | None,
     ) -> None:
+        if rows is not None:
+            rows.append((self._job_id, None, old.value, new.value, 0, now, None, None))
         self._on_job(new)
         self.log.job(old, new, now, mono - self._run_started if new.is_terminal else None)
         if events is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import ACTIVE
 from daguerreo_actors._clock import real_monotonic
@@ -115,7 +115,17 @@ class Overrun(Ending):
     def _time_out(self, attempt: Attempt, *, at: float, reason: str) -> None:
         raise NotImplementedError
 
-    # -- what the Job asks ---------------------------------------------------
+    # -- what the Job (and a virtual clock) asks ------------------------------
+
+    def quiescent(self) -> bool:
+        """Nothing to handle, and every running attempt returned or sleeps on the clock."""
+        with self._lock:
+            if self._draining or self._mailbox or self._committing:
+                return False
+            # Stragglers too: a timed-out attempt's code, woken by the clock,
+            # must return (or sleep again) before time moves on.
+            attempts = [*self._attempts.values(), *self._stragglers]
+            return all(a.parked or a.returned for a in attempts)
 
     def stragglers(self) -> tuple[Straggler, ...]:
         """Attempts abandoned while their code runs, and still running."""
@@ -143,3 +153,5 @@ class Overrun(Ending):
         return True
 
     _stopped: threading.Condition
+    _draining: bool
+    _mailbox: Any

@@ -85,6 +85,8 @@ class JobResult:
     invalid_result: Any = None
     conflicts: tuple[KeyConflict, ...] = ()
     failures: tuple[Failure, ...] = ()
+    #: A resumed job: the id of the job it continued (``resume``).
+    resumed_from: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -10,9 +10,11 @@ task runs. No task code ever runs on the caller's thread.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._clock import REAL_CLOCK, Clock, new_job_id
 from daguerreo_actors._errors import InvalidTasksError
@@ -27,6 +29,10 @@ from daguerreo_actors._tiers import DaskClient, placement_errors
 from daguerreo_actors._validation import build_graph
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "run"]
+
+
+if TYPE_CHECKING:
+    from daguerreo_actors._journal import Journal, Serializer
 
 
 def run(
@@ -45,6 +51,8 @@ def run(
     on_failure: str = "stop",
     resources: Mapping[str, int] | None = None,
     clock: Clock | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    serializer: Serializer | None = None,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -69,7 +77,10 @@ def run(
     ``any_failed`` tasks) or ``"continue"`` with everything that can still
     run; ``resources`` the capacity of each resource tasks may hold;
     ``clock`` the job's time source (``daguerreo_actors.testing.VirtualClock``
-    in tests; the system's by default).
+    in tests; the system's by default); ``journal`` an SQLite file (a path
+    or a :class:`Journal`) recording the job for ``resume`` and history,
+    each completed output serialized with ``serializer`` (pickle by
+    default; any object with ``dumps`` and ``loads``).
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
@@ -131,6 +142,26 @@ def run(
         resources=resources,
     )
     job_id = new_job_id()
+    if journal is not None:
+        # Imported here: sqlite3 is not needed by jobs without a journal.
+        from daguerreo_actors._resume import check_serializer, start_journal
+
+        side, restored = start_journal(
+            journal,
+            check_serializer(serializer),
+            job_id=job_id,
+            tasks=task_tuple,
+            graph=graph,
+            started=clock.time(),
+            options={
+                "max_concurrency": max_concurrency,
+                "timeout": None if timeout is None else float(timeout),
+                "on_failure": on_failure,
+            },
+        )
+        options = dataclasses.replace(options, journal=side, restored=restored)
+    elif serializer is not None:
+        raise ValueError("serializer is for the journal: give journal= too")
     log = TransitionLog(job_id, log_values=log_values)
     holder: list[JobActor] = []
     links = start_listeners(listener_list, job_id, lambda reason: holder[0].listener_lost(reason))

@@ -57,7 +57,7 @@ identity by default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from daguerreo_actors._books import NOTABLE_STATES, Transition
@@ -91,14 +91,34 @@ class Scheduler(Propagation):
 
     # -- inputs -----------------------------------------------------------
 
-    def start(self) -> list[int]:
-        """IDLE -> RUNNING; the tasks without dependencies become READY."""
+    def start(self, restored: Sequence[tuple[int, Mapping[Any, Any]]] = ()) -> list[int]:
+        """IDLE -> RUNNING; the tasks without dependencies become READY.
+
+        ``restored`` (a resumed job's): nodes whose recorded outputs are
+        merged first, in that order, each UNSCHEDULED -> COMPLETED; their
+        dependents may become READY at once.
+        """
         self._set_job(JobState.RUNNING)
+        states = self.states
+        for node, output in restored:
+            old = states[node]
+            if old is not _UNSCHEDULED:
+                raise InternalError(f"node {node} restored twice")
+            states[node] = _COMPLETED
+            if self.record:
+                self.transitions.append(Transition(node, old, _COMPLETED, 0, output, restored=True))
+            self.outputs.append(output)
+            self._terminal(node, _COMPLETED)
+        self._propagate()
         if self.unfinished == 0:
             self._end(JobState.COMPLETED)
             return []
         waiting_on = self.waiting_on
-        roots = [node for node in range(len(waiting_on)) if waiting_on[node] == 0]
+        roots = [
+            node
+            for node in range(len(waiting_on))
+            if waiting_on[node] == 0 and states[node] is _UNSCHEDULED
+        ]
         self._make_ready(roots)
         return self._dispatch()
 

@@ -51,7 +51,9 @@ class Task:
     process is killed; a thread is interrupted only with ``interrupt``);
     with ``heartbeat``, an attempt that has not called ``is_active()`` for
     that long times out; ``executor`` runs this task elsewhere than the
-    job's executor.
+    job's executor. ``version`` (a str or int) is part of the task's
+    fingerprint: bump it to make a journal's resume or cache run the task
+    again when something the code cannot show changed (data, a library).
 
     Raises :class:`InvalidTasksError` with every field error at once.
     """
@@ -71,6 +73,7 @@ class Task:
     interrupt: bool
     heartbeat: float | None
     executor: object
+    version: str | int | None
 
     # A hand-written __init__ so ``dependencies`` can be typed as the
     # iterable it accepts while the field holds the frozenset it stores.
@@ -92,6 +95,7 @@ class Task:
         interrupt: bool = False,
         heartbeat: float | None = None,
         executor: object = None,
+        version: str | int | None = None,
         **unknown: Never,
     ) -> None:
         if unknown:
@@ -112,6 +116,7 @@ class Task:
             "interrupt": interrupt,
             "heartbeat": heartbeat,
             "executor": executor,
+            "version": version,
         }
         stored, errors = check(given)
         if errors:

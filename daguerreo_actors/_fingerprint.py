@@ -1,0 +1,70 @@
+"""Fingerprints: what makes a task "the same task" across runs, for resume and the cache.
+
+A task's fingerprint hashes its function's code (the bytecode, constants
+and names of the code object and of the code objects nested in it, so an
+edit to the body or to a nested function shows; not its line numbers,
+so moving it does not), its qualified name, its dependencies and its
+``version``. Options that do not change what the task computes (timeout,
+retries, priority, ...) are not in it. A callable without a code object
+(a builtin, a C function, a callable object without one) is known by its
+qualified name only: bump ``version`` when it changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import types
+from collections.abc import Sequence
+from typing import Any
+
+from daguerreo_actors._task import Task
+
+
+def task_fingerprint(task: Task) -> str:
+    digest = hashlib.sha256()
+    _add_callable(digest, task.fn, depth=0)
+    digest.update(b"\0deps\0")
+    for dep in sorted(task.dependencies):
+        digest.update(dep.encode("utf-8", "surrogatepass") + b"\0")
+    digest.update(b"\0version\0" + repr(task.version).encode())
+    return digest.hexdigest()[:32]
+
+
+def tasks_fingerprint(fingerprints: Sequence[tuple[str, str]]) -> str:
+    """The task list's: every (name, fingerprint), in name order."""
+    digest = hashlib.sha256()
+    for name, fingerprint in sorted(fingerprints):
+        digest.update(name.encode("utf-8", "surrogatepass") + b"\0" + fingerprint.encode() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _add_callable(digest: Any, fn: object, depth: int) -> None:
+    if depth > 5:
+        return
+    if isinstance(fn, functools.partial):
+        _add_callable(digest, fn.func, depth + 1)
+        digest.update(repr(fn.args).encode() + repr(sorted(fn.keywords)).encode())
+        return
+    target = getattr(fn, "__func__", fn)  # a bound method: its function
+    code = getattr(target, "__code__", None)
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None) or type(target).__module__
+    digest.update(f"{module}.{name}\0".encode("utf-8", "surrogatepass"))
+    if isinstance(code, types.CodeType):
+        _add_code(digest, code)
+    elif not callable(getattr(target, "__code__", None)):
+        call = getattr(type(target), "__call__", None)  # noqa: B004 - a callable object
+        code = getattr(call, "__code__", None)
+        if isinstance(code, types.CodeType):
+            _add_code(digest, code)
+
+
+def _add_code(digest: Any, code: types.CodeType) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode("utf-8", "surrogatepass"))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _add_code(digest, const)
+        else:
+            digest.update(repr(const).encode("utf-8", "surrogatepass"))

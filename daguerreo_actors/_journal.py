@@ -1,0 +1,342 @@
+"""The journal: a job's durable record, for ``resume`` after a crash and for history.
+
+``run(tasks, journal="pipeline.db")`` records the job in an SQLite file
+(``_journal_store.py``: schema, group commit): the job, each task's
+definition fingerprint (``_fingerprint.py``), every transition, and each
+completed task's output, serialized (pickle by default, or the
+``serializer=`` given: any object with ``dumps`` and ``loads``).
+
+The message flow, per job (a :class:`JobJournal`):
+
+- ``run()`` (the caller's thread) writes the job's row, its tasks and its
+  lease, and commits them before the job starts.
+- A task's thread serializes its output (user code: an error names the
+  key and fails that attempt), then, once the attempt's fate is settled,
+  commits the output and its RUNNING -> COMPLETED transition in one
+  transaction before the report goes to the JobActor (``_commit.py``): so
+  no dependent starts before its input is durable, and a crash never
+  leaves a dependent's effects recorded without its input.
+- The JobActor's outbox posts every other transition; the writer batches
+  them into transactions on a pool thread (the JobActor never waits).
+- The job's end posts its state and drops its lease; a journal the job
+  opened itself (from a path) is closed then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from daguerreo_actors._errors import JournalError, SerializationError
+from daguerreo_actors._journal_store import Statement, Store, holder, is_alive
+from daguerreo_actors._pool import shared_pool
+from daguerreo_actors._text import cut, safe_repr
+
+_INSERT_TRANSITION = (
+    "INSERT INTO transitions (job_id, task, old_state, new_state, attempt, ts, reason, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OUTPUT = (
+    "INSERT OR IGNORE INTO outputs (job_id, task, attempt, output, fingerprint, restored_from) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_END_JOB = "UPDATE jobs SET state = ?, ended = ? WHERE job_id = ?"
+_DROP_LEASE = "DELETE FROM leases WHERE job_id = ? AND token = ?"
+
+
+class Serializer(Protocol):
+    """What ``serializer=`` takes: ``pickle`` itself, ``json``, or your own."""
+
+    def dumps(self, value: Any, /) -> bytes | str: ...
+
+    def loads(self, data: Any, /) -> Any: ...
+
+
+class _Pickle:
+    @staticmethod
+    def dumps(value: Any) -> bytes:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return pickle.loads(data)  # our own journal's bytes
+
+
+PICKLE: Serializer = _Pickle()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JournalJob:
+    """One job in a journal: ``Journal.jobs()`` and ``daguerreo-actors history``."""
+
+    job_id: str
+    state: str
+    started: float
+    ended: float | None
+    resumed_from: str | None
+    resumed_by: str | None
+    tasks: int
+    completed: int
+
+    @property
+    def wall_time(self) -> float | None:
+        return None if self.ended is None else max(0.0, self.ended - self.started)
+
+
+class Journal:
+    """An SQLite journal of jobs; see the module docstring.
+
+    Pass it (or a path) as ``run(..., journal=)`` and ``resume(...,
+    journal=)``. One you open is yours to ``close()`` (or use ``with``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._store = Store(self.path)
+
+    def __repr__(self) -> str:
+        return f"<Journal {self.path!r}>"
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write what is queued and close the file."""
+        self._store.close()
+
+    def flush(self) -> None:
+        """Write what is queued now."""
+        self._store.drain()
+
+    def jobs(self) -> list[JournalJob]:
+        """Every job recorded, oldest first."""
+        rows = self._store.query(
+            "SELECT j.job_id, j.state, j.started, j.ended, j.resumed_from, j.resumed_by, j.tasks,"
+            " (SELECT COUNT(*) FROM outputs o WHERE o.job_id = j.job_id)"
+            " FROM jobs j ORDER BY j.started, j.rowid"
+        )
+        return [JournalJob(*row) for row in rows]
+
+    def forget(self, task: str | None = None, job_id: str | None = None) -> int:
+        """Forget recorded outputs (of one task, one job, or all): they are run again.
+
+        Returns how many were forgotten.
+        """
+        where, params = [], []
+        if task is not None:
+            where.append("task = ?")
+            params.append(task)
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        sql = "DELETE FROM outputs" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._store.transaction() as db:
+            return db.execute(sql, params).rowcount
+
+    # -- used by run() and resume() ------------------------------------------------
+
+    def find_job(self, job_id: str | None) -> JournalJob:
+        """The job named (an id or a prefix), or the latest that did not complete."""
+        jobs = self.jobs()
+        if job_id is not None:
+            found = [j for j in jobs if j.job_id.startswith(job_id)]
+            if len(found) != 1:
+                which = "no job" if not found else f"{len(found)} jobs"
+                raise JournalError(f"{which} matching {job_id!r} in the journal {self.path!r}")
+            return found[0]
+        open_jobs = [j for j in jobs if j.state != "completed" and j.resumed_by is None]
+        if not open_jobs:
+            raise JournalError(f"no job to resume in the journal {self.path!r}")
+        return open_jobs[-1]
+
+    def recorded(self, job_id: str) -> list[tuple[str, bytes, str]]:
+        """The job's outputs, in merge order: (task, serialized output, fingerprint)."""
+        rows = self._store.query(
+            "SELECT task, output, fingerprint FROM outputs WHERE job_id = ? ORDER BY seq",
+            (job_id,),
+        )
+        return [(str(t), bytes(o), str(f)) for t, o, f in rows]
+
+    def dependencies(self, job_id: str) -> dict[str, tuple[str, str]]:
+        """Each recorded task's (fingerprint, dependencies as JSON)."""
+        rows = self._store.query(
+            "SELECT task, fingerprint, dependencies FROM tasks WHERE job_id = ?", (job_id,)
+        )
+        return {str(t): (str(f), str(d)) for t, f, d in rows}
+
+    def transitions(self, job_id: str) -> list[tuple[Any, ...]]:
+        """The job's transitions, in order (task, old, new, attempt, ts, reason, error)."""
+        return self._store.query(
+            "SELECT task, old_state, new_state, attempt, ts, reason, error FROM transitions"
+            " WHERE job_id = ? ORDER BY rowid",
+            (job_id,),
+        )
+
+    def open_job(
+        self,
+        job_id: str,
+        *,
+        started: float,
+        names: Sequence[str],
+        fingerprints: Sequence[str],
+        dependencies: Sequence[Sequence[str]],
+        fingerprint: str,
+        options: Mapping[str, Any],
+        serializer: Serializer,
+        owned: bool,
+        resumed: str | None = None,
+        restored: Sequence[tuple[str, bytes]] = (),
+    ) -> JobJournal:
+        """Record a new job (and what it restores) and take its leases, in one transaction."""
+        pid, host, start = holder()
+        token = uuid.uuid4().hex
+        with self._store.transaction() as db:
+            leased = [job_id] if resumed is None else [resumed, job_id]
+            for leased_id in leased:
+                row = db.execute(
+                    "SELECT pid, host, process_start FROM leases WHERE job_id = ?", (leased_id,)
+                ).fetchone()
+                if row is not None and is_alive(*row):
+                    raise JournalError(
+                        f"job {leased_id} in {self.path!r} is driven by another live process "
+                        f"(pid {row[0]} on {row[1]}); resume it once that process is gone"
+                    )
+                db.execute(
+                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
+                    (leased_id, pid, host, start, token),
+                )
+            db.execute(
+                "INSERT INTO jobs VALUES (?, ?, NULL, ?, NULL, 'running', ?, ?, ?)",
+                (job_id, resumed, started, fingerprint, len(names), json.dumps(options)),
+            )
+            db.executemany(
+                "INSERT INTO tasks VALUES (?, ?, ?, ?)",
+                [
+                    (job_id, name, fp, json.dumps(sorted(deps)))
+                    for name, fp, deps in zip(names, fingerprints, dependencies, strict=True)
+                ],
+            )
+            if resumed is not None:
+                db.execute("UPDATE jobs SET resumed_by = ? WHERE job_id = ?", (job_id, resumed))
+            position = {name: i for i, name in enumerate(names)}
+            db.executemany(
+                _INSERT_OUTPUT,
+                [
+                    (job_id, task, 0, blob, fingerprints[position[task]], resumed)
+                    for task, blob in restored
+                ],
+            )
+        side = JobJournal(self, job_id, names, fingerprints, serializer, owned, leased, token)
+        side.resumed_from = resumed
+        return side
+
+
+class JobJournal:
+    """One job's side of the journal (see the module docstring)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        job_id: str,
+        names: Sequence[str],
+        fingerprints: Sequence[str],
+        serializer: Serializer,
+        owned: bool,
+        leased: Sequence[str],
+        token: str,
+    ) -> None:
+        self.journal = journal
+        self.job_id = job_id
+        self._store = journal._store
+        self._names = names
+        self._fingerprints = fingerprints
+        self._serializer = serializer
+        self._owned = owned
+        self._leased = tuple(leased)
+        self._token = token
+        #: Set once the job's end is written (and an owned journal closed).
+        self.closed = threading.Event()
+        #: The job this one resumed, if any.
+        self.resumed_from: str | None = None
+
+    def encode(self, task: str, output: Mapping[Any, Any]) -> bytes | str:
+        """Serialize an output, on the task's thread; SerializationError names the key."""
+        serializer = self._serializer
+        try:
+            return serializer.dumps(dict(output))
+        except BaseException as exc:  # noqa: BLE001 - user values and serializers
+            for key, value in output.items():
+                try:
+                    serializer.dumps({key: value})
+                except BaseException as inner:  # noqa: BLE001
+                    raise SerializationError(
+                        f"task {task!r}: its result key {cut(safe_repr(key), 100)} cannot be "
+                        f"serialized for the journal: {type(inner).__name__}: "
+                        f"{cut(safe_repr(str(inner)), 300)}"
+                    ) from None
+            raise SerializationError(
+                f"task {task!r}: its result cannot be serialized for the journal: "
+                f"{type(exc).__name__}"
+            ) from None
+
+    def completed(self, node: int, attempt: int, blob: bytes | str, ts: float) -> None:
+        """Commit an output with its COMPLETED transition (the task's thread; waits)."""
+        task = self._names[node]
+        self._store.commit(
+            [
+                (
+                    _INSERT_OUTPUT,
+                    (self.job_id, task, attempt, blob, self._fingerprints[node], None),
+                ),
+                (
+                    _INSERT_TRANSITION,
+                    (self.job_id, task, "running", "completed", attempt, ts, None, None),
+                ),
+            ]
+        )
+
+    def post(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue transition rows (job_id first); never waits."""
+        self._store.post([(_INSERT_TRANSITION, row) for row in rows])
+
+    def end(self, state: str, ts: float) -> None:
+        """The job ended: its state, its leases dropped; then close if it is ours."""
+        statements: list[Statement] = [(_END_JOB, (state, ts, self.job_id))]
+        statements += [(_DROP_LEASE, (job, self._token)) for job in self._leased]
+        self._store.post(statements)
+        shared_pool().execute(_Close(self))
+
+
+class _Close:
+    __slots__ = ("_job",)
+
+    def __init__(self, job: JobJournal) -> None:
+        self._job = job
+
+    def run(self) -> None:
+        job = self._job
+        try:
+            if job._owned:
+                job.journal.close()
+            else:
+                job.journal.flush()
+        finally:
+            job.closed.set()
+
+
+def open_journal(journal: object) -> tuple[Journal, bool]:
+    """A ``journal=`` argument as a Journal, and whether the job owns (closes) it."""
+    if isinstance(journal, Journal):
+        return journal, False
+    if isinstance(journal, (str, os.PathLike)):
+        return Journal(journal), True
+    raise TypeError(f"journal must be None, a path or a Journal, got {type(journal).__name__}")
