@@ -215,8 +215,8 @@ class Journal:
                     (leased_id, pid, host, start, token),
                 )
             db.execute(
-                "INSERT INTO jobs VALUES (?, ?, NULL, ?, NULL, 'running', ?, ?, ?)",
-                (job_id, resumed, started, fingerprint, len(names), json.dumps(options)),
+                "INSERT INTO jobs VALUES (?, ?, NULL, ?, NULL, 'running', ?, ?, ?, ?, ?)",
+                (job_id, resumed, started, fingerprint, len(names), json.dumps(options), pid, host),
             )
             db.executemany(
                 "INSERT INTO tasks VALUES (?, ?, ?, ?)",

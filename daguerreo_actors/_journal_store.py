@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     tasks INTEGER NOT NULL,
-    options TEXT NOT NULL
+    options TEXT NOT NULL,
+    pid INTEGER,
+    host TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job_id TEXT NOT NULL,
