@@ -1,5 +1,7 @@
 """``daguerreo-actors tail`` and ``summary``: reading a job's JSON-lines log.
 
+Either command also reads a journal (``run --journal``) in place of a log.
+
 - ``tail FILE|-``: the transitions, one readable line each, filtered by job
   (an id or a prefix of one), task and new state; ``--follow`` keeps reading
   as the file grows; ``--json`` passes matching entries through unchanged.
@@ -22,6 +24,7 @@ from rich.text import Text
 
 from daguerreo_actors._cli_common import STATE_STYLES, err_console, fail, main, out_console
 from daguerreo_actors._follow import follow_lines
+from daguerreo_actors._journal_read import is_journal, journal_lines
 from daguerreo_actors._logfile import EntryFilter, entry_error, is_task_entry, parse_entry
 from daguerreo_actors._report import AttemptReport, JobReport
 from daguerreo_actors._states import JobState, TaskState
@@ -85,6 +88,10 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def _lines(source: str, follow: bool) -> Iterator[str]:
     if source == "-":
         yield from _stdin_lines()
+    elif is_journal(source):
+        if follow:
+            fail("--follow reads a JSON-lines log; a journal is read whole")
+        yield from journal_lines(source)
     elif follow:
         yield from follow_lines(source)
     else:
@@ -144,7 +151,7 @@ def format_entry(entry: dict[str, Any]) -> Text:
 def summary_command(source: str, job_id: str | None) -> None:
     """Per job: final state, wall time, a table of tasks, errors, the critical path."""
     try:
-        reports = JobReport.all_from_log(source)
+        reports = JobReport.all_from_log(journal_lines(source) if is_journal(source) else source)
     except OSError as exc:
         fail(f"cannot read {source}: {exc.strerror}")
     if job_id is not None:

@@ -191,6 +191,13 @@ class JobReport:
         return reports[-1]
 
     @classmethod
+    def from_journal(cls, path: str | Path, job_id: str | None = None) -> JobReport:
+        """The report of ``job_id`` (by default the last job) in a journal (``run(journal=)``)."""
+        from daguerreo_actors._journal_read import journal_lines
+
+        return cls.from_log(journal_lines(path), job_id)
+
+    @classmethod
     def all_from_log(cls, source: str | Path | Iterable[str]) -> list[JobReport]:
         """One report per job found in a JSON-lines log, in order of appearance."""
         reports: dict[str, JobReport] = {}
@@ -255,6 +262,8 @@ class JobReport:
             last.progress = record.progress
             if new is TaskState.COMPLETED:
                 task.completed_at = record.ts
+        elif new is TaskState.COMPLETED:
+            task.completed_at = record.ts  # restored from a journal: no attempt
         elif new is TaskState.FAILED and record.error and task.attempts:
             task.attempts[-1].error = task.attempts[-1].error or record.error
 

@@ -6,7 +6,9 @@
   error, 3 TIMED_OUT, 130 Ctrl-C (which cancels the job cleanly).
 - ``graph MODULE:ATTR``: print the DAG as Mermaid or DOT.
 - ``validate MODULE:ATTR``: print every validation error (exit 2 if any).
-- ``tail FILE|-`` and ``summary FILE``: read a JSON-lines log (``_cli_logs.py``).
+- ``resume MODULE:ATTR --journal FILE``: continue a job recorded in a journal.
+- ``tail FILE|-`` and ``summary FILE``: read a JSON-lines log or a journal
+  (``_cli_logs.py``); ``history FILE``: a journal's jobs (``_cli_journal.py``).
 
 Shared pieces (the group, consoles, exit codes, loading) are in
 ``_cli_common.py``.
@@ -25,7 +27,7 @@ import pykka
 import structlog
 from rich.text import Text
 
-from daguerreo_actors import _cli_logs
+from daguerreo_actors import _cli_journal, _cli_logs
 from daguerreo_actors._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -48,7 +50,7 @@ from daguerreo_actors._cli_output import (
 )
 from daguerreo_actors._console import ProgressListener
 from daguerreo_actors._diagram import to_dot, to_mermaid
-from daguerreo_actors._errors import invalid_result_message
+from daguerreo_actors._errors import JournalError, invalid_result_message
 from daguerreo_actors._job import Job
 from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._result import JobResult
@@ -59,38 +61,87 @@ from daguerreo_actors._text import escape_controls, short_message
 format_entry = _cli_logs.format_entry
 
 __all__ = ["format_entry", "load_tasks", "main"]
+_ = _cli_journal  # its commands register on import
 
 # -- run ------------------------------------------------------------------------------
 
 
+def _job_options(command: Any) -> Any:
+    """The options ``run`` and ``resume`` share."""
+    options = [
+        click.argument("tasks_spec", metavar="MODULE:ATTR"),
+        click.option("--ctx", "ctx_json", help="The initial ctx, a JSON object."),
+        click.option("--timeout", type=float, help="The whole job's timeout, in seconds."),
+        click.option(
+            "--max-concurrency", type=click.IntRange(min=1), help="Most tasks running at once."
+        ),
+        click.option(
+            "--max-retries", type=click.IntRange(min=0), help="Retries per task (default 5)."
+        ),
+        click.option(
+            "--json-log",
+            type=click.Path(dir_okay=False, writable=True),
+            help="Append every transition to this file as JSON lines (for tail and summary).",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Choice(OUTPUTS),
+            default="summary",
+            show_default=True,
+            help="The final ctx: one line per key (summary), the whole ctx as JSON "
+            "(refused if a value is not JSON), or every value's repr.",
+        ),
+        click.option(
+            "--keys",
+            "keys_option",
+            multiple=True,
+            metavar="A,B",
+            help="Only these ctx keys (comma-separated; may be repeated).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("run")
-@click.argument("tasks_spec", metavar="MODULE:ATTR")
-@click.option("--ctx", "ctx_json", help="The initial ctx, a JSON object.")
-@click.option("--timeout", type=float, help="The whole job's timeout, in seconds.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), help="Most tasks running at once.")
-@click.option("--max-retries", type=click.IntRange(min=0), help="Retries per task (default 5).")
+@_job_options
 @click.option(
-    "--json-log",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Append every transition to this file as JSON lines (for tail and summary).",
+    "--journal",
+    type=click.Path(dir_okay=False),
+    help="Record the job in this SQLite journal (for resume and history).",
 )
+def run_command(journal: str | None, **options: Any) -> None:
+    """Run the task list MODULE:ATTR with a live progress display.
+
+    MODULE is a module name or a path to a .py file; ATTR a task list or a
+    function without arguments returning one. Prints the final state and
+    the ctx; exits 0 completed, 1 failed, 2 invalid tasks or usage, 3 timed
+    out, 130 on Ctrl-C (which cancels the job).
+    """
+    _execute(journal=journal, resuming=False, job_id=None, **options)
+
+
+@main.command("resume")
+@_job_options
 @click.option(
-    "-o",
-    "--output",
-    type=click.Choice(OUTPUTS),
-    default="summary",
-    show_default=True,
-    help="The final ctx: one line per key (summary), the whole ctx as JSON "
-    "(refused if a value is not JSON), or every value's repr.",
+    "--journal",
+    type=click.Path(dir_okay=False, exists=True),
+    required=True,
+    help="The SQLite journal the job was recorded in.",
 )
-@click.option(
-    "--keys",
-    "keys_option",
-    multiple=True,
-    metavar="A,B",
-    help="Only these ctx keys (comma-separated; may be repeated).",
-)
-def run_command(
+@click.option("--job", "job_id", help="The job to resume (an id or a prefix; default: the latest).")
+def resume_command(journal: str, job_id: str | None, **options: Any) -> None:
+    """Continue the latest job of MODULE:ATTR in JOURNAL that did not complete.
+
+    Tasks recorded as completed (and unchanged since) are not run again.
+    Exit codes as for run.
+    """
+    _execute(journal=journal, resuming=True, job_id=job_id, **options)
+
+
+def _execute(
     tasks_spec: str,
     ctx_json: str | None,
     timeout: float | None,
@@ -99,14 +150,10 @@ def run_command(
     json_log: str | None,
     output: str,
     keys_option: tuple[str, ...],
+    journal: str | None,
+    resuming: bool,
+    job_id: str | None,
 ) -> None:
-    """Run the task list MODULE:ATTR with a live progress display.
-
-    MODULE is a module name or a path to a .py file; ATTR a task list or a
-    function without arguments returning one. Prints the final state and
-    the ctx; exits 0 completed, 1 failed, 2 invalid tasks or usage, 3 timed
-    out, 130 on Ctrl-C (which cancels the job).
-    """
     ctx: dict[str, Any] = {}
     if ctx_json is not None:
         try:
@@ -132,10 +179,22 @@ def run_command(
         options["max_retries"] = max_retries
     err = err_console()
     progress = ProgressListener(len(tasks), console=err, description=tasks_spec)
+    if journal is not None:
+        options["journal"] = journal
     try:
-        job = run_job(tasks, ctx=ctx, timeout=timeout, listeners=[progress], **options)
+        if resuming:
+            from daguerreo_actors._resume import resume
+
+            job = resume(
+                tasks, job_id=job_id, ctx=ctx, timeout=timeout, listeners=[progress], **options
+            )
+        else:
+            job = run_job(tasks, ctx=ctx, timeout=timeout, listeners=[progress], **options)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(escape_controls(str(exc))) from exc
+    except JournalError as exc:
+        err.print(Text(escape_controls(str(exc)), style="red"))
+        sys.exit(EXIT_INVALID)
     progress.follow(job)
     interrupted = False
     try:

@@ -136,3 +136,18 @@ def needs_an_argument(size: int) -> list[Task]:
 def make_tasks() -> list[Task]:
     """A zero-argument function returning a task list."""
     return [Task("one", _add), Task("two", _sleepy("two", 0.01), dependencies=["one"])]
+
+
+def _flaky_until_fixed(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    import os
+
+    if not os.environ.get("FIXED"):
+        raise RuntimeError("not fixed yet")
+    return {"fixed": True}
+
+
+# Fails until FIXED is set in the environment: for run --journal, then resume.
+RESUMABLE = [
+    Task("first", _add),
+    Task("flaky", _flaky_until_fixed, ["first"], max_retries=0),
+]

@@ -1121,3 +1121,38 @@ def test_summary_shows_each_retry_with_its_reason_and_the_attempts_that_overran(
         r"retry: flaky #1 -> #2 after \d+\.\d{3}s: timed out \(deadline\)", summary.stdout
     )
     assert re.search(r"overran: flaky #1 returned \d+\.\d{3}s past its deadline", summary.stdout)
+
+
+def test_run_with_a_journal_then_history_resume_summary_and_tail_read_it(tmp_path: Path) -> None:
+    journal = tmp_path / "pipeline.db"
+    failed = cli(
+        "run", "cli_tasks:RESUMABLE", "--journal", str(journal), "--ctx", '{"a": 1, "b": 2}'
+    )
+    assert failed.returncode == 1, failed.stderr
+    history = cli("history", str(journal))
+    assert history.returncode == 0, history.stderr
+    assert re.search(r"[0-9a-f]{8}\s+\S\s+failed\s+\S.*1/2", history.stdout)
+    resumed = cli(
+        "resume",
+        "cli_tasks:RESUMABLE",
+        "--journal",
+        str(journal),
+        "--ctx",
+        '{"a": 1, "b": 2}',
+        env=cli_env(FIXED="1"),
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fixed" in resumed.stdout
+    history = cli("history", str(journal))
+    assert "resumed by" in history.stdout
+    assert re.search(r"completed\s+\S.*2/2\s+\S\s+from [0-9a-f]{8}", history.stdout)
+    summary = cli("summary", str(journal))
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.count("job ") == 2
+    assert "error: flaky #1: RuntimeError" in summary.stdout
+    tail = cli("tail", str(journal), "--task", "first")
+    assert tail.returncode == 0, tail.stderr
+    assert "first  unscheduled -> completed" in tail.stdout  # restored in the resumed job
+    again = cli("resume", "cli_tasks:RESUMABLE", "--journal", str(journal))
+    assert again.returncode == 2
+    assert "no job to resume" in again.stderr

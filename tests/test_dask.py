@@ -155,3 +155,14 @@ def test_an_exception_that_cannot_be_pickled_comes_back_from_a_worker_as_a_remot
     assert "503 Service Unavailable" in result.exception.message
     assert "raises_unpicklable" in result.exception.remote_traceback
     assert d.run([Task("a", tier_tasks.inc)], ctx={"v": 0}, executor=client).get(timeout=WAIT).ok
+
+
+def test_a_journal_on_a_dask_job_lives_in_the_client_process(client: Any, tmp_path: Path) -> None:
+    journal = tmp_path / "pipeline.db"
+    tasks = [Task("a", tier_tasks.inc), Task("b", tier_tasks.inc, ["a"])]
+    assert d.run(tasks, ctx={"v": 0}, executor=client, journal=journal).get(timeout=WAIT).ok
+    with d.Journal(journal) as opened:
+        [job] = opened.jobs()
+        assert (job.state, job.completed) == ("completed", 2)
+    resumed = d.run(tasks, ctx={"v": 0}, executor=client, journal=journal)
+    assert resumed.get(timeout=WAIT).ctx["v"] == 2

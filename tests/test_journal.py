@@ -20,6 +20,7 @@ from helpers import WAIT, Ctx, IsActive
 
 import daguerreo_actors as d
 from daguerreo_actors import Journal, JournalError, SerializationError, Task, TaskState
+from daguerreo_actors._journal_read import journal_lines
 
 HERE = Path(__file__).resolve().parent
 
@@ -329,3 +330,24 @@ def test_thirty_kill_nines_at_random_moments_and_every_output_is_merged_exactly_
         assert outcome["state"] == "completed"
         assert outcome["ctx"] == expected
     assert kills >= 30
+
+
+def test_a_report_from_the_journal_has_every_attempt_and_the_critical_path(path: Path) -> None:
+    calls: list[str] = []
+    fail = threading.Event()
+    fail.set()
+    finished(d.run(diamond(calls, fail), journal=path))
+    fail.clear()
+    finished(d.resume(diamond(calls, fail), journal=path))
+    report = d.JobReport.from_journal(path)
+    assert report.state.value == "completed"
+    assert {name: len(t.attempts) for name, t in report.tasks.items()} == {
+        "a": 0,
+        "b": 0,
+        "c": 1,
+        "d": 1,
+    }
+    assert report.critical_path == ["a", "b", "c", "d"]
+    first = d.JobReport.all_from_log(journal_lines(path))[0]
+    assert first.state.value == "failed"
+    assert first.tasks["c"].attempts[0].error == "RuntimeError: "
