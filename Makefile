@@ -22,6 +22,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/smoothie.py
+	$(BIN)/python examples/durable.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

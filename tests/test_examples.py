@@ -62,3 +62,18 @@ def test_the_dask_example_makes_the_smoothie_on_a_local_cluster() -> None:
     assert "2 workers" in out
     assert "JOB > running -> completed" in out
     assert "smoothie: 'sugar + " in out
+
+
+def test_the_durable_example_resumes_after_a_kill_without_fetching_everything_again(
+    tmp_path: Path,
+) -> None:
+    done = run_example("durable.py", str(tmp_path / "pipe.db"))
+    out = done.stdout
+    assert "--- killed; resuming ---" in out
+    assert "state: completed, total: 900" in out
+    restored = int(out.split("restored: ")[1].split()[0])
+    assert 1 <= restored <= 10
+    # What the journal restored is not fetched again; everything else is, once.
+    after = out.split("--- killed; resuming ---")[1]
+    fetched_after = [line for line in after.splitlines() if line.startswith("fetched ")]
+    assert len(fetched_after) == len(set(fetched_after)) == 10 - restored
