@@ -58,6 +58,7 @@ class Attempt:
         "progress",
         "progress_logged_at",
         "progress_text",
+        "reads",
         "returned",
         "started",
         "started_at",
@@ -100,6 +101,9 @@ class Attempt:
         self.progress_logged_at = -math.inf
         #: Its code waits in ``VirtualClock.sleep`` (``testing.py``).
         self.parked = False
+        #: A caching task's: True until the TaskActor wraps its ctx, then the
+        #: ``ReadTracker`` (``_cache.py``); None for the others.
+        self.reads: object = None
 
     def __repr__(self) -> str:
         fate = ("active", "finished", "abandoned")[self.fate]

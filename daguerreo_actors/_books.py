@@ -44,6 +44,8 @@ class Transition:
     reason: str | None = None
     #: UNSCHEDULED -> COMPLETED: the output was restored from a journal.
     restored: bool = False
+    #: READY -> COMPLETED: the output came from the journal's cache.
+    cached: bool = False
 
 
 _UNSCHEDULED = TaskState.UNSCHEDULED
@@ -97,6 +99,7 @@ class Books:
         decide_end: Callable[[JobState], JobState] | None = None,
         revoke: Callable[[int], bool] | None = None,
         overlap: Sequence[bool] | None = None,
+        cache: Sequence[bool] | None = None,
     ) -> None:
         n = len(graph)
         if len(max_retries) != n or len(continue_on_failure) != n:
@@ -116,6 +119,10 @@ class Books:
         # No overlap (``_scheduler.py``): a timed-out attempt's slot stays
         # taken until its code returns, and its retry waits for that.
         self.overlap: Sequence[bool] = overlap if overlap is not None else [True] * n
+        #: Tasks whose recorded output may be reused (``_cached.py``), or None.
+        self.cache: Sequence[bool] | None = cache if cache and any(cache) else None
+        self.checking: set[int] = set()  # READY, their cache being checked
+        self.cache_checks: list[int] = []  # for the shell to check
         self.occupying: set[tuple[int, int]] = set()  # (node, attempt) holding a slot
         self.occupied = 0
         self.waiting_time: set[int] = set()  # retries waiting for their delay
@@ -211,6 +218,13 @@ class Books:
             nodes.sort(key=lambda node: -len(dependents[node]))
         for node in nodes:
             self._set(node, _READY)
+        if self.cache is not None:
+            # A cached task's journal is asked first (``_cached.py``).
+            checked = [node for node in nodes if self.cache[node]]
+            if checked:
+                self.checking.update(checked)
+                self.cache_checks.extend(checked)
+                nodes = [node for node in nodes if not self.cache[node]]
         self.ready.extend(nodes)
 
     def _set(

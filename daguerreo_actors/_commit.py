@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import ABANDONED, ACTIVE, Attempt
+from daguerreo_actors._cache_reads import ReadTracker
 from daguerreo_actors._mailbox import MailboxActor
 from daguerreo_actors._messages import CodeReturned, InternalFailure, Invalid, Raised, Succeeded
 from daguerreo_actors._pool import Runnable, shared_pool
@@ -103,7 +104,10 @@ class CommitSide(MailboxActor):
                 else:
                     self._committing += 1
             if journal is not None:
-                failure = _journal_commit(journal, attempt, blob, self._clock.time())
+                reads = None
+                if isinstance(attempt.reads, ReadTracker):  # a caching task: what it read
+                    reads = journal.encode_reads(attempt.task, attempt.reads)
+                failure = _journal_commit(journal, attempt, blob, self._clock.time(), reads)
                 with self._lock:
                     self._committing -= 1
                     if failure is None:
@@ -205,11 +209,11 @@ class CommitSide(MailboxActor):
 
 
 def _journal_commit(
-    journal: JobJournal, attempt: Attempt, blob: bytes | str, ts: float
+    journal: JobJournal, attempt: Attempt, blob: bytes | str, ts: float, reads: Any
 ) -> BaseException | None:
     """Commit an output to the journal (waits for the disk); what went wrong, or None."""
     try:
-        journal.completed(attempt.node, attempt.number, blob, ts)
+        journal.completed(attempt.node, attempt.number, blob, ts, reads)
     except BaseException as exc:  # noqa: BLE001 - the disk: this attempt fails
         return exc
     return None

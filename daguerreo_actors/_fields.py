@@ -223,4 +223,5 @@ FIELDS: dict[str, tuple[Check, object]] = {
     "heartbeat": (_seconds_or_none, None),
     "executor": (_executor, None),
     "version": (_version, None),
+    "cache": (_bool, False),
 }

@@ -34,11 +34,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._cache import CacheShell
 from daguerreo_actors._ctx import CtxBook, restored_ctx
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
 from daguerreo_actors._messages import (
     ActorLost,
+    CacheHit,
+    CacheMiss,
     CancelJob,
     CodeReturned,
     DeadlinePassed,
@@ -55,7 +58,6 @@ from daguerreo_actors._messages import (
 from daguerreo_actors._offers import OFFERS_PER_SLOT, Offers
 from daguerreo_actors._options import JobOptions
 from daguerreo_actors._outbox import Outbox
-from daguerreo_actors._overrun import Overrun
 from daguerreo_actors._result import KeyConflict
 from daguerreo_actors._retry import delays
 from daguerreo_actors._scheduler import Scheduler, retry_allowed
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
     from daguerreo_actors._task import Task
 
 
-class JobActor(Overrun):
+class JobActor(CacheShell):
     """Runs one job; see the module docstring."""
 
     __slots__ = (
@@ -140,6 +142,7 @@ class JobActor(Overrun):
             on_failure=options.on_failure,
             priorities=[t.priority for t in tasks],
             overlap=[t.overlap for t in tasks],
+            cache=[t.cache for t in tasks] if options.journal is not None else None,
             resources=[t.resources for t in tasks],
             capacity=options.capacity,
             ctx=ctx,
@@ -195,6 +198,8 @@ class JobActor(Overrun):
             HeartbeatCheck: self._on_heartbeat,
             RetryDue: self._on_retry_due,
             CodeReturned: self._on_code_returned,
+            CacheHit: self._on_cache_hit,
+            CacheMiss: self._on_cache_miss,
         }
 
     def start(self) -> None:
@@ -241,12 +246,6 @@ class JobActor(Overrun):
                 self._claimed_at[claimed] = taken.started_at
             self._arm(taken)
         self._carry_out(started)
-
-    def _record_conflicts(self, task: str, conflicts: tuple[tuple[Any, int], ...]) -> None:
-        for key, earlier in conflicts:
-            conflict = KeyConflict(key, self._names[earlier], task)
-            self._conflicts.append(conflict)
-            self._outbox.log.key_conflict(conflict)
 
     def _on_raised(self, message: Raised) -> None:
         attempt = message.attempt
@@ -349,6 +348,8 @@ class JobActor(Overrun):
             self._abandon(core.abandon)
         if core.retry_waits:
             self._wait_for_retries(core.retry_waits)
+        if core.cache_checks:
+            self._check_caches(core.cache_checks)
         if started:
             self._start(started)
         if core.ended:
@@ -429,6 +430,7 @@ class JobActor(Overrun):
         clock = self._clock.monotonic if self._beats[node] else None
         attempt = Attempt(node, number, self._names[node], self._lock, clock)
         attempt.on_progress = self._outbox.progress_hook
+        attempt.reads = True if self._tasks[node].cache else None
         return attempt
 
     def _new_actor(self, node: int) -> TaskActor:

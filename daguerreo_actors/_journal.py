@@ -43,8 +43,9 @@ _INSERT_TRANSITION = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_OUTPUT = (
-    "INSERT OR IGNORE INTO outputs (job_id, task, attempt, output, fingerprint, restored_from) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO outputs"
+    " (job_id, task, attempt, output, fingerprint, restored_from, reads)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _END_JOB = "UPDATE jobs SET state = ?, ended = ? WHERE job_id = ?"
 _DROP_LEASE = "DELETE FROM leases WHERE job_id = ? AND token = ?"
@@ -158,13 +159,13 @@ class Journal:
             raise JournalError(f"no job to resume in the journal {self.path!r}")
         return open_jobs[-1]
 
-    def recorded(self, job_id: str) -> list[tuple[str, bytes, str]]:
-        """The job's outputs, in merge order: (task, serialized output, fingerprint)."""
+    def recorded(self, job_id: str) -> list[tuple[str, Any, str, Any]]:
+        """The job's outputs, in merge order: (task, serialized output, fingerprint, reads)."""
         rows = self._store.query(
-            "SELECT task, output, fingerprint FROM outputs WHERE job_id = ? ORDER BY seq",
+            "SELECT task, output, fingerprint, reads FROM outputs WHERE job_id = ? ORDER BY seq",
             (job_id,),
         )
-        return [(str(t), bytes(o), str(f)) for t, o, f in rows]
+        return [(str(t), o, str(f), r) for t, o, f, r in rows]
 
     def dependencies(self, job_id: str) -> dict[str, tuple[str, str]]:
         """Each recorded task's (fingerprint, dependencies as JSON)."""
@@ -194,7 +195,7 @@ class Journal:
         serializer: Serializer,
         owned: bool,
         resumed: str | None = None,
-        restored: Sequence[tuple[str, bytes]] = (),
+        restored: Sequence[tuple[str, bytes, bytes | None]] = (),
     ) -> JobJournal:
         """Record a new job (and what it restores) and take its leases, in one transaction."""
         pid, host, start = holder()
@@ -231,8 +232,8 @@ class Journal:
             db.executemany(
                 _INSERT_OUTPUT,
                 [
-                    (job_id, task, 0, blob, fingerprints[position[task]], resumed)
-                    for task, blob in restored
+                    (job_id, task, 0, blob, fingerprints[position[task]], resumed, reads)
+                    for task, blob, reads in restored
                 ],
             )
         side = JobJournal(self, job_id, names, fingerprints, serializer, owned, leased, token)
@@ -288,18 +289,75 @@ class JobJournal:
                 f"{type(exc).__name__}"
             ) from None
 
-    def completed(self, node: int, attempt: int, blob: bytes | str, ts: float) -> None:
+    def encode_reads(self, task: str, tracker: Any) -> bytes | str | None:
+        """What a caching task read, for the cache (``_cache_reads.py``); None: uncacheable."""
+        from daguerreo_actors._cache_reads import encode_reads
+
+        return encode_reads(self._serializer, task, tracker)
+
+    def completed(
+        self,
+        node: int,
+        attempt: int,
+        blob: bytes | str,
+        ts: float,
+        reads: bytes | str | None = None,
+    ) -> None:
         """Commit an output with its COMPLETED transition (the task's thread; waits)."""
         task = self._names[node]
         self._store.commit(
             [
                 (
                     _INSERT_OUTPUT,
-                    (self.job_id, task, attempt, blob, self._fingerprints[node], None),
+                    (self.job_id, task, attempt, blob, self._fingerprints[node], None, reads),
                 ),
                 (
                     _INSERT_TRANSITION,
                     (self.job_id, task, "running", "completed", attempt, ts, None, None),
+                ),
+            ]
+        )
+
+    def lookup(
+        self, node: int, ctx: Mapping[Any, Any]
+    ) -> str | tuple[Mapping[Any, Any], bytes, bytes, str]:
+        """A recorded output of this task's definition whose reads match ``ctx``, or why not.
+
+        Found: (output, its serialized form, its reads, the job that made it).
+        """
+        from daguerreo_actors._cache_reads import matches
+
+        rows = self._store.query(
+            "SELECT job_id, output, reads FROM outputs WHERE task = ? AND fingerprint = ?"
+            " AND reads IS NOT NULL AND job_id != ? ORDER BY seq DESC LIMIT 8",
+            (self._names[node], self._fingerprints[node], self.job_id),
+        )
+        if not rows:
+            return "no output recorded for this definition (code, dependencies, version)"
+        why = ""
+        for job, blob, reads in rows:
+            why = matches(self._serializer, reads, ctx) or ""
+            if not why:
+                output = self._serializer.loads(blob)
+                if isinstance(output, Mapping):
+                    return output, blob, reads, str(job)
+                why = "the recorded output is not a mapping"
+        return why
+
+    def reused(
+        self, node: int, blob: bytes | str, reads: bytes | str, source: str, ts: float
+    ) -> None:
+        """Commit a cache hit to this job (waits), so a resume restores it."""
+        task = self._names[node]
+        self._store.commit(
+            [
+                (
+                    _INSERT_OUTPUT,
+                    (self.job_id, task, 0, blob, self._fingerprints[node], source, reads),
+                ),
+                (
+                    _INSERT_TRANSITION,
+                    (self.job_id, task, "ready", "completed", 0, ts, "cached", None),
                 ),
             ]
         )

@@ -87,8 +87,10 @@ CREATE TABLE IF NOT EXISTS outputs (
     output BLOB NOT NULL,
     fingerprint TEXT NOT NULL,
     restored_from TEXT,
+    reads BLOB,
     UNIQUE (job_id, task)
 );
+CREATE INDEX IF NOT EXISTS outputs_by_task ON outputs (task, fingerprint);
 CREATE TABLE IF NOT EXISTS leases (
     job_id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,

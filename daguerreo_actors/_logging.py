@@ -183,6 +183,7 @@ class TransitionLog:
         dependencies: list[str] | None = None,
         progress: str | None = None,
         restored: bool = False,
+        cached: bool = False,
     ) -> None:
         """Log one transition; the caller has checked ``enabled_for(new)``."""
         level = _LEVELS.get(new, logging.DEBUG)
@@ -205,6 +206,8 @@ class TransitionLog:
             fields["progress"] = progress
         if restored:
             fields["restored"] = True
+        if cached:
+            fields["cached"] = True
         prepare: Callable[[dict[str, Any]], None] | None = None
         if exception is not None:
             prepare = _ExceptionFields(exception, new is TaskState.FAILED)

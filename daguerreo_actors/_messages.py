@@ -115,3 +115,19 @@ class InternalFailure:
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventBatch:
     events: tuple[Event, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheHit:
+    """A caching task's recorded output may be reused (``_cache.py``); merged already."""
+
+    node: int
+    output: Mapping[Any, Any]
+    conflicts: tuple[tuple[Any, int], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheMiss:
+    """A caching task must run."""
+
+    node: int

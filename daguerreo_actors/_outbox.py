@@ -131,8 +131,9 @@ class Outbox:
             progress: tuple[Any, str | None] = _NO_PROGRESS
             if self._progress and t.old is _RUNNING:
                 progress = self._progress.pop(node, _NO_PROGRESS)
-            if rows is not None and not (new is _COMPLETED and t.old is _RUNNING):
-                # A completion is journaled with its output (``_commit.py``).
+            if rows is not None and (new is not _COMPLETED or t.restored):
+                # A completion is journaled with its output (``_commit.py``,
+                # ``_cache.py``); a restored one is copied by ``open_job``.
                 error = None if t.exception is None else type(t.exception).__name__
                 rows.append(
                     (job_id, names[node], t.old.value, new.value, t.attempt, ts, t.reason, error)
@@ -152,6 +153,7 @@ class Outbox:
                     reason=t.reason,
                     progress=progress[1],
                     restored=t.restored,
+                    cached=t.cached,
                     duration=mono - started_at[node] if old is _RUNNING else None,
                     dependencies=(
                         [names[dep] for dep in self._graph.dependencies[node]]
@@ -174,6 +176,7 @@ class Outbox:
                         t.reason,
                         progress[0],
                         t.restored,
+                        t.cached,
                     )
                 )
         while pending is not None:

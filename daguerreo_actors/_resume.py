@@ -107,7 +107,7 @@ def start_journal(
         names = graph.names
         fingerprints = [task_fingerprint(t) for t in tasks]
         restored: list[tuple[int, Mapping[Any, Any]]] = []
-        blobs: list[tuple[str, bytes]] = []
+        blobs: list[tuple[str, Any, Any]] = []
         if plan is not None:
             restored, blobs = _restorable(opened, plan.job_id, graph, fingerprints, serializer)
         side = opened.open_job(
@@ -136,12 +136,12 @@ def _restorable(
     graph: Graph,
     fingerprints: Sequence[str],
     serializer: Serializer,
-) -> tuple[list[tuple[int, Mapping[Any, Any]]], list[tuple[str, bytes]]]:
+) -> tuple[list[tuple[int, Mapping[Any, Any]]], list[tuple[str, Any, Any]]]:
     names = graph.names
     position = {name: node for node, name in enumerate(names)}
     recorded = journal.recorded(old_job)
     reasons: dict[int, str] = {}
-    for task, _blob, fingerprint in recorded:
+    for task, _blob, fingerprint, _reads in recorded:
         node = position.get(task)
         if node is not None and fingerprint != fingerprints[node]:
             reasons[node] = "its definition changed (code, dependencies or version)"
@@ -153,9 +153,9 @@ def _restorable(
         if changed:
             reasons[node] = f"it depends on {names[changed[0]]!r}, which runs again"
     restored: list[tuple[int, Mapping[Any, Any]]] = []
-    blobs: list[tuple[str, bytes]] = []
-    done = {task for task, _b, _f in recorded}
-    for task, blob, _fingerprint in recorded:
+    blobs: list[tuple[str, Any, Any]] = []
+    done = {task for task, _b, _f, _r in recorded}
+    for task, blob, _fingerprint, reads in recorded:
         node = position.get(task)
         if node is None or node in reasons:
             continue
@@ -169,7 +169,7 @@ def _restorable(
         if not isinstance(output, Mapping):
             raise JournalError(f"task {task!r}: its recorded output is not a mapping")
         restored.append((node, output))
-        blobs.append((task, blob))
+        blobs.append((task, blob, reads))
     for node, why in reasons.items():
         if names[node] in done:
             log_outside(logging.INFO, "task_rerun", job_id=old_job, task=names[node], reason=why)

@@ -61,8 +61,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from daguerreo_actors._books import NOTABLE_STATES, Transition
+from daguerreo_actors._cached import CacheChecks
 from daguerreo_actors._errors import InternalError
-from daguerreo_actors._failures import Propagation
 from daguerreo_actors._result import Failure
 from daguerreo_actors._states import JobState, TaskState
 
@@ -86,7 +86,7 @@ def retry_allowed(attempts: int, max_retries: int) -> bool:
     return attempts <= max_retries
 
 
-class Scheduler(Propagation):
+class Scheduler(CacheChecks):
     """Task states, ready queue and job state of one job; see the module doc."""
 
     # -- inputs -----------------------------------------------------------

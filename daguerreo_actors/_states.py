@@ -52,6 +52,7 @@ TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
     {
         (_T.UNSCHEDULED, _T.READY),
         (_T.UNSCHEDULED, _T.COMPLETED),  # restored from a journal (resume)
+        (_T.READY, _T.COMPLETED),  # a cache hit
         (_T.UNSCHEDULED, _T.SKIPPED),
         (_T.UNSCHEDULED, _T.UPSTREAM_FAILED),
         (_T.READY, _T.RUNNING),

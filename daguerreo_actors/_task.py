@@ -54,6 +54,8 @@ class Task:
     job's executor. ``version`` (a str or int) is part of the task's
     fingerprint: bump it to make a journal's resume or cache run the task
     again when something the code cannot show changed (data, a library).
+    With ``cache`` and a journal, a recorded output of the same definition is
+    reused when the ctx keys the task read then hold the same values now.
 
     Raises :class:`InvalidTasksError` with every field error at once.
     """
@@ -74,6 +76,7 @@ class Task:
     heartbeat: float | None
     executor: object
     version: str | int | None
+    cache: bool
 
     # A hand-written __init__ so ``dependencies`` can be typed as the
     # iterable it accepts while the field holds the frozenset it stores.
@@ -96,6 +99,7 @@ class Task:
         heartbeat: float | None = None,
         executor: object = None,
         version: str | int | None = None,
+        cache: bool = False,
         **unknown: Never,
     ) -> None:
         if unknown:
@@ -117,6 +121,7 @@ class Task:
             "heartbeat": heartbeat,
             "executor": executor,
             "version": version,
+            "cache": cache,
         }
         stored, errors = check(given)
         if errors:

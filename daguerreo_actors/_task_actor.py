@@ -112,8 +112,13 @@ class TaskActor:
             attempt = message.attempt
             if not attempt.begin():
                 continue  # abandoned before its turn: never starts
+            ctx = message.ctx
+            if attempt.reads is True:
+                from daguerreo_actors._cache_reads import ReadTracker
+
+                ctx = attempt.reads = ReadTracker(ctx)
             try:
-                following = self.tier.start(attempt, self.fn, message.ctx, self) or following
+                following = self.tier.start(attempt, self.fn, ctx, self) or following
             except BaseException as exc:  # noqa: BLE001 - a bug of ours: fail the job, never hang
                 self._job.code_done(attempt)
                 self._job.internal_failure(f"task_actor {self.name!r}", exc)
