@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from daguerreo_actors._journal import Serializer
 
 _MISSING = None  # the digest of a key that was looked up and absent
+_KEY = "k"  # a read of one key
+_ALL_KEYS = "*"  # the task iterated the ctx
 
 
 class ReadTracker(Mapping[Any, Any]):
@@ -65,10 +67,13 @@ def digest(serializer: Serializer, value: Any) -> str:
 def encode_reads(serializer: Serializer, task: str, tracker: ReadTracker) -> bytes | str | None:
     """The read keys and their digests, serialized; None (and a warning) if impossible."""
     ctx = tracker._ctx
-    pairs = []
+    pairs: list[list[Any]] = []
+    if tracker.everything:
+        # It saw the whole ctx: a key added later changes what it saw too.
+        pairs.append([_ALL_KEYS, None, key_set(ctx)])
     for key in tracker.keys_read():
         try:
-            pairs.append([key, digest(serializer, ctx[key]) if key in ctx else _MISSING])
+            pairs.append([_KEY, key, digest(serializer, ctx[key]) if key in ctx else _MISSING])
             continue
         except BaseException as exc:  # noqa: BLE001 - user values
             error = exc
@@ -89,10 +94,20 @@ def encode_reads(serializer: Serializer, task: str, tracker: ReadTracker) -> byt
 
 def matches(serializer: Serializer, reads: bytes | str, ctx: Mapping[Any, Any]) -> str | None:
     """None if every recorded read is what ``ctx`` holds now, else why not."""
-    for key, recorded in serializer.loads(reads):
+    for kind, key, recorded in serializer.loads(reads):
+        if kind == _ALL_KEYS:
+            if key_set(ctx) != recorded:
+                return "the ctx has other keys (the task read them all)"
+            continue
         now = _MISSING
         if key in ctx:
             now = digest(serializer, ctx[key])
         if now != recorded:
             return f"ctx key {cut(safe_repr(key), 100)} changed"
     return None
+
+
+def key_set(ctx: Mapping[Any, Any]) -> str:
+    """A digest of the ctx's keys, whatever their order."""
+    names = sorted(safe_repr(key) for key in ctx)
+    return hashlib.sha256("\0".join(names).encode("utf-8", "surrogatepass")).hexdigest()

@@ -67,7 +67,7 @@ def test_a_journaled_job_records_itself_its_transitions_and_every_output(path: P
         [job] = journal.jobs()
         assert (job.state, job.tasks, job.completed) == ("completed", 4, 4)
         assert job.wall_time is not None
-        assert [task for task, _blob, _fp in journal.recorded(job.job_id)] == list(result.ctx)
+        assert [row[0] for row in journal.recorded(job.job_id)] == list(result.ctx)
         rows = journal.transitions(job.job_id)
     completed = [r for r in rows if r[2] == "completed" and r[0] is not None]
     assert sorted(r[0] for r in completed) == ["a", "b", "c", "d"]
@@ -351,3 +351,97 @@ def test_a_report_from_the_journal_has_every_attempt_and_the_critical_path(path:
     first = d.JobReport.all_from_log(journal_lines(path))[0]
     assert first.state.value == "failed"
     assert first.tasks["c"].attempts[0].error == "RuntimeError: "
+
+
+# -- the cache -------------------------------------------------------------------------------
+
+
+def caching(calls: list[str]) -> list[Task]:
+    def load(ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        calls.append("load")
+        return {"rows": ctx["n"] * 2}
+
+    def report(ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        calls.append("report")
+        return {"report": ctx["rows"] + 1}
+
+    return [Task("load", load, cache=True), Task("report", report, ["load"], cache=True)]
+
+
+def test_a_cached_task_is_reused_when_what_it_read_is_unchanged_and_run_when_it_changed(
+    path: Path, logs: list[dict[str, Any]]
+) -> None:
+    calls: list[str] = []
+    first = finished(d.run(caching(calls), ctx={"n": 1, "other": 1}, journal=path))
+    assert calls == ["load", "report"]
+    calls.clear()
+    events: list[Any] = []
+    # "other" is not read by either task: both are hits.
+    job = d.run(caching(calls), ctx={"n": 1, "other": 2}, journal=path, listeners=[events.append])
+    hit = finished(job)
+    assert calls == []
+    assert hit.ctx["report"] == first.ctx["report"]
+    assert hit.attempts == {"load": 0, "report": 0}
+    cached = [(e.task, e.old_state, e.new_state) for e in events if getattr(e, "cached", False)]
+    assert cached == [
+        ("load", TaskState.READY, TaskState.COMPLETED),
+        ("report", TaskState.READY, TaskState.COMPLETED),
+    ]
+    # "n" is read by load: a miss, and report's input changes too.
+    miss = finished(d.run(caching(calls), ctx={"n": 5}, journal=path))
+    assert calls == ["load", "report"]
+    assert miss.ctx["report"] == 11
+    reasons = [e["reason"] for e in logs if e["event"] == "cache_miss"]
+    assert "ctx key 'n' changed" in reasons
+    assert "ctx key 'rows' changed" in reasons
+
+
+def test_a_cache_needs_the_same_definition_and_forget_invalidates_it(path: Path) -> None:
+    calls: list[str] = []
+    finished(d.run(caching(calls), ctx={"n": 1}, journal=path))
+    calls.clear()
+    changed = caching(calls)
+    changed[0] = Task("load", changed[0].fn, cache=True, version="2")
+    finished(d.run(changed, ctx={"n": 1}, journal=path))
+    assert calls == ["load"]  # report read the same rows: still a hit
+    calls.clear()
+    with Journal(path) as journal:
+        assert journal.forget(task="report") >= 1
+    finished(d.run(changed, ctx={"n": 1}, journal=path))
+    assert calls == ["report"]
+
+
+def test_a_task_that_iterates_the_ctx_read_every_key(path: Path) -> None:
+    calls: list[str] = []
+
+    def everything(ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        calls.append("all")
+        return {"count": len(dict(ctx))}
+
+    tasks = [Task("all", everything, cache=True)]
+    finished(d.run(tasks, ctx={"a": 1}, journal=path))
+    finished(d.run(tasks, ctx={"a": 1}, journal=path))
+    assert calls == ["all"]
+    finished(d.run(tasks, ctx={"a": 1, "b": 2}, journal=path))
+    assert calls == ["all", "all"]
+
+
+def test_a_value_that_cannot_be_hashed_makes_the_task_uncacheable_with_one_warning(
+    path: Path, logs: list[dict[str, Any]]
+) -> None:
+    calls: list[str] = []
+
+    def reads_lock(ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        calls.append("x")
+        assert ctx["lock"] is not None
+        return {"x": 1}
+
+    tasks = [Task("x", reads_lock, cache=True)]
+    ctx = {"lock": threading.Lock()}
+    finished(d.run(tasks, ctx=ctx, journal=path))
+    finished(d.run(tasks, ctx=ctx, journal=path))
+    assert calls == ["x", "x"]
+    warnings = [e for e in logs if e["event"] == "cache_unhashable"]
+    assert len(warnings) == 2  # one per job that recorded it
+    assert warnings[0]["task"] == "x"
+    assert warnings[0]["key"] == "'lock'"
