@@ -6,6 +6,8 @@
 - ``conflict_cost``: a 10k wide job whose tasks each add a key, with
   ``on_conflict="warn"`` (the default, writers tracked) against ``"ignore"``.
 
+- ``journal_cost``: 10k jobs of each shape with a journal against without.
+
 Interleaved, medians of µs per task at max_concurrency=2.
 """
 
@@ -58,8 +60,36 @@ def conflict_cost(n: int = 10_000, reps: int = 5) -> dict[str, float]:
     return _timed({"ignore": run("ignore"), "warn": run("warn")}, n, reps)
 
 
+def journal_cost(n: int = 10_000, reps: int = 3) -> dict[str, dict[str, float]]:
+    """µs per task of 10k jobs of each shape, with a journal (a fresh file per run) and without."""
+    import tempfile
+    from pathlib import Path
+
+    costs: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        files = iter(Path(scratch) / f"j{i}.db" for i in range(10**6))
+        for shape in ("wide", "chain", "random", "fan"):
+            spec = shapes.build(shape, n)
+            fns = functions(spec, "newkey")
+            tasks = [d.Task(name, fns[name], deps) for name, deps in spec]
+
+            def run(journal: bool, tasks: list[d.Task] = tasks) -> Callable[[], Any]:
+                def go() -> Any:
+                    options: dict[str, Any] = {"journal": next(files)} if journal else {}
+                    job = d.run(tasks, max_concurrency=2, **options)
+                    job.get(timeout=600)
+                    job.wait_for_listeners(timeout=60)
+
+                return go
+
+            costs[shape] = _timed({"without": run(False), "journal": run(True)}, n, reps)
+    return costs
+
+
 def report_lines(
-    resources: dict[str, float], conflicts: dict[str, float]
+    resources: dict[str, float],
+    conflicts: dict[str, float],
+    journal: dict[str, dict[str, float]] | None = None,
 ) -> tuple[list[str], list[tuple[str, bool, str]]]:
     ratio = resources["two resources"] / resources["without"]
     conflict_ratio = conflicts["warn"] / conflicts["ignore"]
@@ -78,4 +108,25 @@ def report_lines(
     checks = [
         ("10k job with two resources <= 1.3x without", ratio <= 1.3, f"x{ratio:.2f}"),
     ]
+    if journal:
+        lines += [
+            "A journal (`run(journal=)`, a fresh SQLite file per run; tasks adding a key "
+            "each), µs per task, until the journal is written (`wait_for_listeners`):",
+            "",
+            "| 10k tasks | without | with a journal | ratio |",
+            "|---|---|---|---|",
+        ]
+        for shape, cost in journal.items():
+            shape_ratio = cost["journal"] / cost["without"]
+            lines.append(
+                f"| {shape} | {cost['without']:.1f} | {cost['journal']:.1f} | x{shape_ratio:.2f} |"
+            )
+            checks.append(
+                (
+                    f"10k {shape} with a journal <= 2x without",
+                    shape_ratio <= 2.0,
+                    f"x{shape_ratio:.2f}",
+                )
+            )
+        lines.append("")
     return lines, checks

@@ -359,7 +359,7 @@ def report(
     debug_cost: dict[str, dict[str, float]] | None,
     elapsed: float,
     fixed_costs: dict[str, Any] | None = None,
-    policy_costs: tuple[dict[str, float], dict[str, float]] | None = None,
+    policy_costs: tuple[Any, ...] | None = None,
 ) -> tuple[str, list[tuple[str, bool, str]]]:
     lines = [
         "# Benchmarks",
@@ -625,8 +625,11 @@ def main(argv: list[str] | None = None) -> int:
     listeners = listener_cost(10_000, 3)
     debug_cost = debug_logging_cost(10_000, 3)
     fixed_costs = fixed.run_all()
+    policy_costs = (policies.resource_cost(), policies.conflict_cost(), policies.journal_cost())
     elapsed = time.perf_counter() - started
-    text, checks = report(results, ns, big, validation, listeners, debug_cost, elapsed, fixed_costs)
+    text, checks = report(
+        results, ns, big, validation, listeners, debug_cost, elapsed, fixed_costs, policy_costs
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     if not args.quick and args.out == ROOT / "docs" / "benchmarks.md":

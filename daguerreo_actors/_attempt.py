@@ -47,6 +47,7 @@ class Attempt:
         "_clock",
         "_lock",
         "abandoned_at",
+        "after",
         "deadline",
         "fate",
         "handle",
@@ -104,6 +105,9 @@ class Attempt:
         #: A caching task's: True until the TaskActor wraps its ctx, then the
         #: ``ReadTracker`` (``_cache.py``); None for the others.
         self.reads: object = None
+        #: With a journal: the journal batch that must be committed before it
+        #: starts (its dependencies' outputs; -1: none).
+        self.after = -1
 
     def __repr__(self) -> str:
         fate = ("active", "finished", "abandoned")[self.fate]

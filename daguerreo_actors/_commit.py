@@ -73,16 +73,21 @@ class CommitSide(MailboxActor):
         """The attempt returned ``output``: merge it and report, unless it was abandoned.
 
         With a journal, the output is serialized first (an error fails the
-        attempt) and committed once its fate is settled, before the report
-        is queued: no dependent starts before its input is durable.
+        attempt) and, once its fate is settled, queued for the journal with
+        its COMPLETED transition: the journal's batch holding it must be
+        committed before any dependent starts (``Attempt.after``).
         """
         journal = self._journal
         blob: bytes | str = b""
+        reads: bytes | str | None = None
         if journal is not None:
             try:
                 blob = journal.encode(attempt.task, output)  # user code
             except BaseException as exc:  # noqa: BLE001 - charged to this task
                 return self.commit_raised(attempt, exc, here=here, retryable=False)
+            if isinstance(attempt.reads, ReadTracker):  # a caching task: what it read
+                reads = journal.encode_reads(attempt.task, attempt.reads)
+        schedule = False
         while True:
             base = self._book
             try:
@@ -99,21 +104,13 @@ class CommitSide(MailboxActor):
                 if not attempt.finish_locked():
                     break
                 self._book = book
-                if journal is None:
-                    drain, taken = self._succeed_locked(attempt, output, conflicts, here)
-                else:
-                    self._committing += 1
-            if journal is not None:
-                reads = None
-                if isinstance(attempt.reads, ReadTracker):  # a caching task: what it read
-                    reads = journal.encode_reads(attempt.task, attempt.reads)
-                failure = _journal_commit(journal, attempt, blob, self._clock.time(), reads)
-                with self._lock:
-                    self._committing -= 1
-                    if failure is None:
-                        drain, taken = self._succeed_locked(attempt, output, conflicts, here)
-                    else:
-                        drain, taken = self.enqueue_locked(Raised(attempt, failure, False)), None
+                if journal is not None:
+                    _batch, schedule = journal.completed(
+                        attempt.node, attempt.number, blob, self._clock.time(), reads
+                    )
+                drain, taken = self._succeed_locked(attempt, output, conflicts, here)
+            if schedule:
+                journal.schedule()  # type: ignore[union-attr]
             if taken is not None:
                 actor, taken_attempt = taken
                 actor.accept(RunAttempt(taken_attempt, book.snapshot))
@@ -206,17 +203,6 @@ class CommitSide(MailboxActor):
             else:
                 shared_pool().execute(self)
         return taken[0] if taken is not None else kept
-
-
-def _journal_commit(
-    journal: JobJournal, attempt: Attempt, blob: bytes | str, ts: float, reads: Any
-) -> BaseException | None:
-    """Commit an output to the journal (waits for the disk); what went wrong, or None."""
-    try:
-        journal.completed(attempt.node, attempt.number, blob, ts, reads)
-    except BaseException as exc:  # noqa: BLE001 - the disk: this attempt fails
-        return exc
-    return None
 
 
 def _merge_error(task: str, output: Mapping[Any, Any], exc: BaseException) -> str:

@@ -66,7 +66,13 @@ class Ending(CommitSide):
             result = self._step("result", self._result)
         if result is None:
             result = self._bare_result(forced or InternalError("the job's result was lost"))
-        self._step("job.resolve", lambda: self.job._resolve(result))
+        journal = self._journal
+        if journal is None:
+            self._step("job.resolve", lambda: self.job._resolve(result))
+        else:
+            # get() returns once the journal holds everything of the job.
+            self._step("journal.end", lambda: journal.end(result.state.value, self._clock.time()))
+            self._step("job.resolve", lambda: journal.after_end(lambda: self.job._resolve(result)))
         self._step("timers.close", self._timers.close)
         self._step("outbox.close", self._outbox.close)
         for tier in {id(t): t for t in self._tiers}.values():

@@ -431,6 +431,8 @@ class JobActor(CacheShell):
         attempt = Attempt(node, number, self._names[node], self._lock, clock)
         attempt.on_progress = self._outbox.progress_hook
         attempt.reads = True if self._tasks[node].cache else None
+        if self._journal is not None:  # its inputs must be durable before it starts
+            attempt.after = self._journal.inputs_batch(node)
         return attempt
 
     def _new_actor(self, node: int) -> TaskActor:

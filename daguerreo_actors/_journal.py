@@ -30,22 +30,18 @@ import os
 import pickle
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from daguerreo_actors._errors import JournalError, SerializationError
-from daguerreo_actors._journal_store import Statement, Store, holder, is_alive
+from daguerreo_actors._journal_store import ENTRIES, Statement, Store, holder, is_alive
 from daguerreo_actors._pool import shared_pool
 from daguerreo_actors._text import cut, safe_repr
 
-_INSERT_TRANSITION = (
-    "INSERT INTO transitions (job_id, task, old_state, new_state, attempt, ts, reason, error) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _INSERT_OUTPUT = (
     "INSERT OR IGNORE INTO outputs"
-    " (job_id, task, attempt, output, fingerprint, restored_from, reads)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " (job_id, task, attempt, output, fingerprint, restored_from, reads, ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _END_JOB = "UPDATE jobs SET state = ?, ended = ? WHERE job_id = ?"
 _DROP_LEASE = "DELETE FROM leases WHERE job_id = ? AND token = ?"
@@ -175,12 +171,10 @@ class Journal:
         return {str(t): (str(f), str(d)) for t, f, d in rows}
 
     def transitions(self, job_id: str) -> list[tuple[Any, ...]]:
-        """The job's transitions, in order (task, old, new, attempt, ts, reason, error)."""
-        return self._store.query(
-            "SELECT task, old_state, new_state, attempt, ts, reason, error FROM transitions"
-            " WHERE job_id = ? ORDER BY rowid",
-            (job_id,),
-        )
+        """The job's transitions, in time order (task, old, new, attempt, ts, reason, error)."""
+        from daguerreo_actors._journal_read import job_transitions
+
+        return job_transitions(self._store.query, job_id)
 
     def open_job(
         self,
@@ -232,11 +226,12 @@ class Journal:
             db.executemany(
                 _INSERT_OUTPUT,
                 [
-                    (job_id, task, 0, blob, fingerprints[position[task]], resumed, reads)
+                    (job_id, task, 0, blob, fingerprints[position[task]], resumed, reads, None)
                     for task, blob, reads in restored
                 ],
             )
         side = JobJournal(self, job_id, names, fingerprints, serializer, owned, leased, token)
+        side._dependencies = [[position[dep] for dep in deps] for deps in dependencies]
         side.resumed_from = resumed
         return side
 
@@ -268,6 +263,12 @@ class JobJournal:
         self.closed = threading.Event()
         #: The job this one resumed, if any.
         self.resumed_from: str | None = None
+        self.ending = False
+        self._end_lock = threading.Lock()
+        self._after_end: list[Callable[[], None]] = []
+        # Per node: its dependencies, and the batch that holds its output.
+        self._dependencies: list[list[int]] = [[] for _ in names]
+        self._batches = [-1] * len(names)
 
     def encode(self, task: str, output: Mapping[Any, Any]) -> bytes | str:
         """Serialize an output, on the task's thread; SerializationError names the key."""
@@ -302,21 +303,29 @@ class JobJournal:
         blob: bytes | str,
         ts: float,
         reads: bytes | str | None = None,
-    ) -> None:
-        """Commit an output with its COMPLETED transition (the task's thread; waits)."""
+    ) -> tuple[int, bool]:
+        """Queue an output with its COMPLETED transition, in one batch (the job's lock held).
+
+        Returns the batch's number (``wait_committed`` it before a dependent
+        starts) and whether to ``schedule`` a drain once the lock is released.
+        """
         task = self._names[node]
-        self._store.commit(
-            [
-                (
-                    _INSERT_OUTPUT,
-                    (self.job_id, task, attempt, blob, self._fingerprints[node], None, reads),
-                ),
-                (
-                    _INSERT_TRANSITION,
-                    (self.job_id, task, "running", "completed", attempt, ts, None, None),
-                ),
-            ]
-        )
+        row = (self.job_id, task, attempt, blob, self._fingerprints[node], None, reads, ts)
+        batch, schedule = self._store.queue([(_INSERT_OUTPUT, row)])
+        self._batches[node] = batch
+        return batch, schedule
+
+    def inputs_batch(self, node: int) -> int:
+        """The batch that must be committed before ``node`` starts (-1: none)."""
+        return max((self._batches[dep] for dep in self._dependencies[node]), default=-1)
+
+    def schedule(self) -> None:
+        """Have a pool thread commit what is queued."""
+        self._store.schedule()
+
+    def wait_committed(self, batch: int) -> None:
+        """Return once ``batch`` is committed (committing it here if nobody is)."""
+        self._store.wait_committed(batch)
 
     def lookup(
         self, node: int, ctx: Mapping[Any, Any]
@@ -349,29 +358,45 @@ class JobJournal:
     ) -> None:
         """Commit a cache hit to this job (waits), so a resume restores it."""
         task = self._names[node]
+        entry = [task, "ready", "completed", 0, ts, "cached", None]
         self._store.commit(
             [
                 (
                     _INSERT_OUTPUT,
-                    (self.job_id, task, 0, blob, self._fingerprints[node], source, reads),
+                    (self.job_id, task, 0, blob, self._fingerprints[node], source, reads, ts),
                 ),
-                (
-                    _INSERT_TRANSITION,
-                    (self.job_id, task, "ready", "completed", 0, ts, "cached", None),
-                ),
+                (ENTRIES, (self.job_id, [entry])),
             ]
         )
 
-    def post(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Queue transition rows (job_id first); never waits."""
-        self._store.post([(_INSERT_TRANSITION, row) for row in rows])
+    def post(self, entries: Sequence[Sequence[Any]]) -> None:
+        """Queue transitions ([task, old, new, attempt, ts, reason, error]); never waits."""
+        self._store.post([(ENTRIES, (self.job_id, entries))])
 
     def end(self, state: str, ts: float) -> None:
         """The job ended: its state, its leases dropped; then close if it is ours."""
+        if self.ending:
+            return
+        self.ending = True
         statements: list[Statement] = [(_END_JOB, (state, ts, self.job_id))]
         statements += [(_DROP_LEASE, (job, self._token)) for job in self._leased]
         self._store.post(statements)
         shared_pool().execute(_Close(self))
+
+    def after_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the job's end (and all before it) is committed."""
+        with self._end_lock:
+            if not self.closed.is_set():
+                self._after_end.append(callback)
+                return
+        callback()
+
+    def _ended(self) -> None:
+        with self._end_lock:
+            self.closed.set()
+            callbacks, self._after_end = self._after_end, []
+        for callback in callbacks:
+            callback()
 
 
 class _Close:
@@ -388,7 +413,7 @@ class _Close:
             else:
                 job.journal.flush()
         finally:
-            job.closed.set()
+            job._ended()
 
 
 def open_journal(journal: object) -> tuple[Journal, bool]:

@@ -116,7 +116,7 @@ class Outbox:
         mono = self._clock.monotonic()
         job_id = self._job_id
         journal = self._journal
-        rows: list[tuple[Any, ...]] | None = [] if journal is not None else None
+        rows: list[list[Any]] | None = [] if journal is not None else None
         job_iter = iter(job_transitions)
         pending = next(job_iter, None)
         for position, t in enumerate(transitions):
@@ -135,9 +135,7 @@ class Outbox:
                 # A completion is journaled with its output (``_commit.py``,
                 # ``_cache.py``); a restored one is copied by ``open_job``.
                 error = None if t.exception is None else type(t.exception).__name__
-                rows.append(
-                    (job_id, names[node], t.old.value, new.value, t.attempt, ts, t.reason, error)
-                )
+                rows.append([names[node], t.old.value, new.value, t.attempt, ts, t.reason, error])
             if log.enabled_for(new):
                 old = t.old
                 log.task(
@@ -198,10 +196,10 @@ class Outbox:
         now: float,
         mono: float,
         events: list[Event] | None,
-        rows: list[tuple[Any, ...]] | None,
+        rows: list[list[Any]] | None,
     ) -> None:
         if rows is not None:
-            rows.append((self._job_id, None, old.value, new.value, 0, now, None, None))
+            rows.append([None, old.value, new.value, 0, now, None, None])
         self._on_job(new)
         self.log.job(old, new, now, mono - self._run_started if new.is_terminal else None)
         if events is not None:

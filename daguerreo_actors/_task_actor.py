@@ -113,6 +113,8 @@ class TaskActor:
             if not attempt.begin():
                 continue  # abandoned before its turn: never starts
             ctx = message.ctx
+            if attempt.after >= 0 and not self._inputs_durable(attempt):
+                continue
             if attempt.reads is True:
                 from daguerreo_actors._cache_reads import ReadTracker
 
@@ -122,6 +124,17 @@ class TaskActor:
             except BaseException as exc:  # noqa: BLE001 - a bug of ours: fail the job, never hang
                 self._job.code_done(attempt)
                 self._job.internal_failure(f"task_actor {self.name!r}", exc)
+
+    def _inputs_durable(self, attempt: Attempt) -> bool:
+        """With a journal: wait until the dependencies' outputs are committed."""
+        journal = self._job._journal
+        try:
+            if journal is not None:
+                journal.wait_committed(attempt.after)
+        except BaseException as exc:  # noqa: BLE001 - the disk: this attempt fails
+            self._job.commit_raised(attempt, exc, here=False, retryable=False)
+            return False
+        return True
 
     # -- the Reporter interface (any thread) ---------------------------------
 

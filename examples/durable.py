@@ -25,7 +25,8 @@ STATIONS = [f"station-{i}" for i in range(10)]
 def fetch(station: str) -> Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]:
     def fn(ctx: Mapping[str, Any], _is_active: Callable[[], bool]) -> dict[str, Any]:
         time.sleep(0.2)  # a slow API
-        print(f"fetched {station}", flush=True)
+        sys.stdout.write(f"fetched {station}\n")  # one write: lines never interleave
+        sys.stdout.flush()
         return {station: len(station) * 10}
 
     fn.__qualname__ = f"fetch_{station}"  # one fingerprint per fetch
