@@ -2,14 +2,16 @@
 
 Hypothesis draws the shape (size, seed of the DAG, failure and sleep rates,
 retries and retry policies, concurrency, timeouts, the failure policy,
-``run_if`` rules, resources and priorities); a falsifying example is printed
-with its seed and replays exactly. The invariants are checked from the
-event stream each job reports to a listener, and from what the task
-functions saw (resource holders are counted by the tasks themselves).
+``run_if`` rules, resources and priorities, tasks that outlive their
+timeout); a falsifying example is printed with its seed and replays
+exactly. The invariants are checked from the event stream each job reports
+to a listener, and from what the task functions saw (resource holders, and
+the running attempts of each task, are counted by the tasks themselves).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import threading
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,6 +44,7 @@ class Shape:
     cleanup_rate: float = 0.0
     resource_rate: float = 0.0
     policy_rate: float = 0.0
+    overrun_rate: float = 0.0
 
 
 @dataclass
@@ -53,10 +57,14 @@ class Observed:
     tokens: itertools.count[int] = field(default_factory=itertools.count)
     holders: dict[str, int] = field(default_factory=dict)
     over_capacity: list[tuple[str, int]] = field(default_factory=list)
+    running: dict[str, int] = field(default_factory=dict)
+    most_running: dict[str, int] = field(default_factory=dict)
 
 
 #: The capacity of the job's resources.
 CAPACITY = {"db": 1, "gpu": 2}
+
+TaskFn = Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]
 
 
 def build(shape: Shape, observed: Observed) -> tuple[list[d.Task], dict[str, frozenset[str]]]:
@@ -88,15 +96,39 @@ def build(shape: Shape, observed: Observed) -> tuple[list[d.Task], dict[str, fro
                 retry_on=rnd.choice([None, (ValueError,), (KeyError,)]),
                 retry_timeouts=rnd.random() < 0.7,
             )
+        timeout = 0.01 if timed else None
+        max_retries = None
+        overrun = None
+        # Drawn only when asked for, so the other shapes' DAGs stay as they were.
+        if shape.overrun_rate and rnd.random() < shape.overrun_rate:
+            # A timeout its code ignores and outlives: the retries must wait for it.
+            timeout = rnd.uniform(0.01, 0.05)
+            overrun = timeout + 0.02
+            if retry is None:
+                max_retries = rnd.randint(0, 2)
+            else:  # the retries in one place: the policy's, timeouts retried
+                retry = dataclasses.replace(
+                    retry, max_retries=rnd.randint(0, 2), retry_timeouts=True
+                )
         fn = make_fn(
-            name, deps, fails, sleeps, timed, rnd.randrange(2**32), observed, resources, run_if
+            name,
+            deps,
+            fails,
+            sleeps,
+            timed,
+            rnd.randrange(2**32),
+            observed,
+            resources,
+            run_if,
+            overrun,
         )
         tasks.append(
             d.Task(
                 name,
                 fn,
                 deps,
-                timeout=0.01 if timed else None,
+                timeout=timeout,
+                max_retries=max_retries,
                 continue_on_failure=rnd.random() < 0.2,
                 retry=retry,
                 run_if=run_if,
@@ -117,29 +149,17 @@ def make_fn(
     observed: Observed,
     resources: Mapping[str, int],
     run_if: str,
-) -> Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]:
+    overrun: float | None = None,
+) -> TaskFn:
     rnd = random.Random(seed)
     lock = threading.Lock()
-
-    def fn(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
-        # The task counts the holders of what it holds, itself.
-        with observed.lock:
-            for resource in resources:
-                held = observed.holders[resource] = observed.holders.get(resource, 0) + 1
-                if held > CAPACITY[resource]:
-                    observed.over_capacity.append((resource, held))
-        try:
-            return body(ctx, is_active)
-        finally:
-            with observed.lock:
-                for resource in resources:
-                    observed.holders[resource] -= 1
 
     def body(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
         with lock:
             raise_now = fails and rnd.random() < 0.5
             pause = rnd.random() * 0.003 if sleeps else 0.0
-            overrun = timed and rnd.random() < 0.5
+            overrun_now = timed and rnd.random() < 0.5
+            outlive = overrun if overrun is not None and rnd.random() < 0.7 else 0.0
         if run_if == "all_completed":  # every dependency completed: its key is there
             for dep in deps:
                 if dep not in ctx:
@@ -147,9 +167,12 @@ def make_fn(
                         observed.missing_deps.append((name, dep))
         if pause:
             time.sleep(pause)
-        if overrun:
+        if overrun_now:
             # Outlive the 10 ms timeout, then return a late result.
             time.sleep(0.03)
+        if outlive:
+            # Outlive the task's own timeout, ignoring is_active(), then return late.
+            time.sleep(outlive)
         if raise_now:
             raise ValueError(f"{name} failed on purpose")
         with observed.lock:
@@ -158,23 +181,57 @@ def make_fn(
                 observed.late_tokens.add(token)
         return {name: token}
 
+    return counted(name, observed, resources, body)
+
+
+def counted(name: str, observed: Observed, resources: Mapping[str, int], body: TaskFn) -> TaskFn:
+    """``body``, counting its own running attempts and the holders of what it holds."""
+
+    def fn(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+        with observed.lock:
+            running = observed.running[name] = observed.running.get(name, 0) + 1
+            observed.most_running[name] = max(observed.most_running.get(name, 0), running)
+            for resource in resources:
+                held = observed.holders[resource] = observed.holders.get(resource, 0) + 1
+                if held > CAPACITY[resource]:
+                    observed.over_capacity.append((resource, held))
+        try:
+            return body(ctx, is_active)
+        finally:
+            with observed.lock:
+                observed.running[name] -= 1
+                for resource in resources:
+                    observed.holders[resource] -= 1
+
     return fn
 
 
-shapes = st.builds(
+_SHAPE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "n": st.integers(1, 1000),
+    "seed": st.integers(0, 2**32 - 1),
+    "fail_rate": st.sampled_from([0.0, 0.05, 0.2]),
+    "sleep_rate": st.sampled_from([0.0, 0.02, 0.1]),
+    "timeout_rate": st.sampled_from([0.0, 0.0, 0.01]),
+    "max_retries": st.integers(0, 3),
+    "max_concurrency": st.integers(1, 8),
+    "job_timeout": st.sampled_from([None, None, None, 0.05, 0.3]),
+    "on_failure": st.sampled_from(["stop", "continue"]),
+    "cleanup_rate": st.sampled_from([0.0, 0.1, 0.3]),
+    "resource_rate": st.sampled_from([0.0, 0.0, 0.3]),
+    "policy_rate": st.sampled_from([0.0, 0.2]),
+}
+shapes = st.builds(Shape, **_SHAPE_FIELDS)
+#: Small DAGs where many tasks outlive their timeout, with retries: their
+#: attempts take tens of milliseconds each, so the DAGs stay small.
+overrun_shapes = st.builds(
     Shape,
-    n=st.integers(1, 1000),
-    seed=st.integers(0, 2**32 - 1),
-    fail_rate=st.sampled_from([0.0, 0.05, 0.2]),
-    sleep_rate=st.sampled_from([0.0, 0.02, 0.1]),
-    timeout_rate=st.sampled_from([0.0, 0.0, 0.01]),
-    max_retries=st.integers(0, 3),
-    max_concurrency=st.integers(1, 8),
-    job_timeout=st.sampled_from([None, None, None, 0.05, 0.3]),
-    on_failure=st.sampled_from(["stop", "continue"]),
-    cleanup_rate=st.sampled_from([0.0, 0.1, 0.3]),
-    resource_rate=st.sampled_from([0.0, 0.0, 0.3]),
-    policy_rate=st.sampled_from([0.0, 0.2]),
+    **{
+        **_SHAPE_FIELDS,
+        "n": st.integers(1, 12),
+        "timeout_rate": st.just(0.0),
+        "overrun_rate": st.sampled_from([0.3, 0.6, 1.0]),
+        "job_timeout": st.sampled_from([None, None, None, 0.3]),
+    },
 )
 
 _FAILED_LIKE = (TaskState.FAILED, TaskState.INVALID_RESULT, TaskState.UPSTREAM_FAILED)
@@ -183,12 +240,60 @@ _FAILED_LIKE = (TaskState.FAILED, TaskState.INVALID_RESULT, TaskState.UPSTREAM_F
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=shapes)
 def test_random_dags_keep_every_invariant(shape: Shape) -> None:
+    run_and_check(shape)
+
+
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=overrun_shapes)
+def test_timed_out_attempts_never_run_beside_their_retry(shape: Shape) -> None:
+    """Never two running attempts of one task (none has ``overlap``): the
+    retry of an attempt whose code outlived its timeout waits for that code."""
+    run_and_check(shape)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_overlap_lets_a_retry_run_beside_its_timed_out_attempt(overlap: bool) -> None:
+    """The counting can fail: with ``overlap=True`` the retry starts while the
+    timed-out attempt still runs (it waits for the retry to come in)."""
+    observed = Observed()
+    retry_in = threading.Event()
+    saw_retry: list[bool] = []
+    attempts = itertools.count(1)
+
+    def body(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+        attempt = next(attempts)
+        if attempt == 1:  # outlives its timeout, ignoring is_active()
+            # Without overlap the retry waits for this code: give up waiting soon.
+            saw_retry.append(retry_in.wait(10 if overlap else 0.2))
+        else:
+            retry_in.set()
+        return {"t": attempt}
+
+    task = d.Task("t", counted("t", observed, {}, body), timeout=0.01, overlap=overlap)
+    job = d.run([task], max_retries=1)
+    result = job.get(timeout=30)
+    assert job.wait_stopped(timeout=10)
+    assert result.state is JobState.COMPLETED
+    assert result.ctx == {"t": 2}  # the late first attempt's result is discarded
+    assert saw_retry == [overlap]
+    assert observed.running == {"t": 0}
+    assert observed.most_running == {"t": 2 if overlap else 1}
+
+
+def retries_of(task: d.Task, job_retries: int) -> int:
+    """The task's retries, resolved as the engine does (``_retry.resolve``)."""
+    if task.max_retries is not None:
+        return task.max_retries
+    if task.retry is not None:
+        return task.retry.max_retries
+    return job_retries
+
+
+def run_and_check(shape: Shape) -> None:
     observed = Observed()
     tasks, deps_of = build(shape, observed)
     by_name = {t.name: t for t in tasks}
-    max_retries = {
-        t.name: t.retry.max_retries if t.retry is not None else shape.max_retries for t in tasks
-    }
+    max_retries = {t.name: retries_of(t, shape.max_retries) for t in tasks}
     events: list[d.Event] = []
     started = time.monotonic()
     job = d.run(
@@ -204,6 +309,9 @@ def test_random_dags_keep_every_invariant(shape: Shape) -> None:
     result = job.get(timeout=60)  # the job always ends
     elapsed = time.monotonic() - started
     assert job.wait_for_listeners(10)
+    # Abandoned attempts may run on after the job's end: wait for their code.
+    assert job.wait_stopped(timeout=10)
+    assert job.stragglers() == ()
     if shape.job_timeout is None:
         assert result.state in (JobState.COMPLETED, JobState.FAILED)
     else:
@@ -255,6 +363,9 @@ def test_random_dags_keep_every_invariant(shape: Shape) -> None:
     assert all(a <= max_retries[name] + 1 for name, a in result.attempts.items())
     assert observed.missing_deps == []
     assert observed.over_capacity == []
+    assert all(count == 0 for count in observed.running.values()), observed.running
+    overlapped = {name: most for name, most in observed.most_running.items() if most > 1}
+    assert not overlapped, overlapped  # no task has overlap=True
     completed = {name for name, state in last.items() if state is TaskState.COMPLETED}
     assert set(result.ctx) == completed
     assert not observed.late_tokens & set(result.ctx.values())
