@@ -81,6 +81,27 @@ def clocked(
 # -- the retry policy -------------------------------------------------------------
 
 
+def test_retry_delays_on_the_real_clock_are_within_fifty_milliseconds_of_the_policy() -> None:
+    # The real timers (the supervisor's), not the logic: that is tested
+    # exactly on the virtual clock below.
+    starts: list[float] = []
+
+    def flaky(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
+        starts.append(time.monotonic())
+        if len(starts) < 4:
+            raise ConnectionError("not yet")
+        return {}
+
+    policy = RetryPolicy(max_retries=3, delay=0.1, backoff=2.0, max_delay=0.3)
+    result, recorder = recorded([Task("a", flaky, retry=policy)])
+    assert result.ok
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.3], strict=True):  # the third is capped
+        assert expected <= gap <= expected + 0.05, gaps
+    into_exception = [e for e in recorder.of("a") if e.new_state is TaskState.EXCEPTION]
+    assert [e.retry_in for e in into_exception] == pytest.approx([0.1, 0.2, 0.3])
+
+
 def test_retry_delays_follow_the_policy_exactly(clock: VirtualClock) -> None:
     # On the virtual clock: exactly, not within 50 ms.
     starts: list[float] = []
