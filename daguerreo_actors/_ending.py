@@ -94,6 +94,26 @@ class Ending(CommitSide):
         for attempt in attempts:
             self._step("abandon", functools.partial(self._give_up, attempt, now))
 
+    def _abandon(self, nodes: list[int]) -> None:
+        # Attempts the core cancelled while the job goes on (on_failure="stop").
+        freed: list[int] = []
+        for node in nodes:
+            attempt = self._attempts.pop(node, None)
+            pair = self._offered.pop(node, None)
+            self._actors.pop(node, None)
+            now = self._clock.monotonic()
+            for each in (attempt, None if pair is None else pair[1]):
+                if each is not None:
+                    self._step("abandon", functools.partial(self._give_up, each, now))
+            if attempt is not None:
+                freed += self._free_if_stopped(attempt)
+        nodes.clear()
+        if freed:
+            self._carry_out(freed)
+
+    def _free_if_stopped(self, attempt: Attempt) -> list[int]:
+        raise NotImplementedError
+
     def _give_up(self, attempt: Attempt, at: float) -> bool:
         raise NotImplementedError
 

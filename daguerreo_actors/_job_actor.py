@@ -28,7 +28,6 @@ of its own ends the job FAILED with an :class:`InternalError`, never a hang.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -227,7 +226,7 @@ class JobActor(CacheShell):
             node, attempt.number, message.output, None if taken is None else taken.node
         )
         if started is None:
-            self._outbox.log.late_result(attempt.task, attempt.number)
+            self._late_report(attempt)
             return
         self._attempts.pop(node, None)
         self._actors.pop(node, None)
@@ -288,7 +287,7 @@ class JobActor(CacheShell):
 
     def _after_failure(self, attempt: Attempt, started: list[int] | None, retry: bool) -> None:
         if started is None:
-            self._outbox.log.late_result(attempt.task, attempt.number)
+            self._late_report(attempt)
             return
         self._attempts.pop(attempt.node, None)
         self._outbox.ended(attempt)
@@ -356,18 +355,6 @@ class JobActor(CacheShell):
             self._resolve()
         elif self._offers is not None and core.ready:
             self._offer()
-
-    def _abandon(self, nodes: list[int]) -> None:
-        # Attempts the core cancelled while the job goes on (on_failure="stop").
-        for node in nodes:
-            attempt = self._attempts.pop(node, None)
-            pair = self._offered.pop(node, None)
-            self._actors.pop(node, None)
-            now = self._clock.monotonic()
-            for each in (attempt, None if pair is None else pair[1]):
-                if each is not None:
-                    self._step("abandon", functools.partial(self._give_up, each, now))
-        nodes.clear()
 
     def _wait_for_retries(self, waits: list[tuple[int, int, float]]) -> None:
         now = self._clock.monotonic()

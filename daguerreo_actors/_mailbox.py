@@ -94,21 +94,23 @@ class MailboxActor:
         self._kept = None
         handled = 0
         hand_off = False
-        try:
-            while True:
-                with lock:
-                    if not mailbox:
-                        self._draining = False
-                        break
-                    if handled >= DRAIN_LIMIT:
+        while True:
+            with lock:
+                if not mailbox or handled >= DRAIN_LIMIT:
+                    # The kept item is taken, and keeping turned off, before
+                    # _draining is cleared: the moment it is, another thread
+                    # may start a drain and reset both (a kept start lost that
+                    # way left its TaskActor scheduled forever: a hung job).
+                    kept, self._kept = self._kept, None
+                    self._keep = False
+                    if mailbox:
                         hand_off = True  # still ours (_draining stays set): the pool goes on
-                        break
-                    message = mailbox.popleft()
-                handled += 1
-                self._receive(message)
-        finally:
-            self._keep = False
-            kept, self._kept = self._kept, None
+                    else:
+                        self._draining = False
+                    break
+                message = mailbox.popleft()
+            handled += 1
+            self._receive(message)  # never raises (the JobActor catches everything)
         if hand_off:
             # Only now: the next drain must not see this one's fields.
             shared_pool().execute(self)

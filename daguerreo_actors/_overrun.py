@@ -68,6 +68,26 @@ class Overrun(Ending):
                 self._kill_group().call_at(at + kill_after, lambda: self.tell(KillDue(attempt)))
         return True
 
+    def _free_if_stopped(self, attempt: Attempt) -> list[int]:
+        """A cancelled attempt whose code is not running (never began, or returned):
+        what it held is free now. A running one frees it when it returns."""
+        with self._lock:
+            running = attempt.straggling()
+        if running:
+            return []
+        return self._core.code_returned(attempt.node, attempt.number) or []
+
+    def _late_report(self, attempt: Attempt) -> None:
+        """A report the core refused (the attempt was cancelled meanwhile): its code is
+        done, so what it held is free."""
+        self._outbox.log.late_result(attempt.task, attempt.number)
+        freed = self._core.code_returned(attempt.node, attempt.number)
+        if freed:
+            self._carry_out(freed)
+
+    def _carry_out(self, started: list[int]) -> None:
+        raise NotImplementedError
+
     def _kill_group(self) -> TimerGroup:
         if self._kill_timers is None:
             self._kill_timers = self._clock.timers(lambda _reason: None)

@@ -380,3 +380,25 @@ def run_and_check(shape: Shape) -> None:
     elif result.state is JobState.FAILED:
         assert result.failed_task is not None
         assert last[result.failed_task] in (TaskState.FAILED, TaskState.INVALID_RESULT)
+
+
+def test_resources_of_attempts_cancelled_by_a_failure_are_given_back() -> None:
+    # Found by this file under load: with on_failure="stop", a running
+    # attempt the failure cancelled kept its resource for good when its code
+    # was not running (never began, or its report was in flight), so cleanup
+    # tasks needing it waited READY forever.
+    shape = Shape(
+        n=552,
+        seed=0,
+        fail_rate=0.2,
+        sleep_rate=0.0,
+        timeout_rate=0.0,
+        max_retries=0,
+        job_timeout=None,
+        max_concurrency=6,
+        resource_rate=0.3,
+        cleanup_rate=0.3,
+        on_failure="stop",
+    )
+    for _ in range(3):
+        run_and_check(shape)

@@ -118,3 +118,16 @@ def test_a_fan_of_ten_thousand_tasks_feeds_the_sink_every_key_within_the_limit()
     assert result.ok
     assert seen["keys"] == 10_000
     assert 1 <= peak <= 4
+
+
+def test_many_jobs_without_offers_never_lose_a_kept_start() -> None:
+    # Resources make the ready queue ranked (no offers): every start goes
+    # through a drain that keeps the first one for its thread. A drain ending
+    # while another began used to lose that start: the job hung on one task.
+    n = 2_000
+    tasks = [
+        d.Task(f"t{i}", lambda _c, _a: {}, resources={("db", "gpu")[i % 2]: 1}) for i in range(n)
+    ]
+    for _ in range(30):
+        job = d.run(tasks, max_concurrency=2, resources={"db": 8, "gpu": 8})
+        assert job.get(timeout=20).ok
