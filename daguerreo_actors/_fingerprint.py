@@ -7,7 +7,11 @@ so moving it does not), its qualified name, its dependencies and its
 ``version``. Options that do not change what the task computes (timeout,
 retries, priority, ...) are not in it. A callable without a code object
 (a builtin, a C function, a callable object without one) is known by its
-qualified name only: bump ``version`` when it changes.
+qualified name only: bump ``version`` when it changes. What a function
+closed over (constants: numbers, strings, tuples of them; other objects
+by their type) and its defaults count too (a factory's tasks differ by
+them); values are written in a process-independent form (sets sorted, an
+object with a default ``repr`` known by its type only).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _add_callable(digest: Any, fn: object, depth: int) -> None:
         return
     if isinstance(fn, functools.partial):
         _add_callable(digest, fn.func, depth + 1)
-        digest.update(repr(fn.args).encode() + repr(sorted(fn.keywords)).encode())
+        digest.update(_stable(fn.args).encode() + _stable(sorted(fn.keywords.items())).encode())
         return
     target = getattr(fn, "__func__", fn)  # a bound method: its function
     code = getattr(target, "__code__", None)
@@ -53,6 +57,20 @@ def _add_callable(digest: Any, fn: object, depth: int) -> None:
     digest.update(f"{module}.{name}\0".encode("utf-8", "surrogatepass"))
     if isinstance(code, types.CodeType):
         _add_code(digest, code)
+        # What a factory closed over, and the defaults, are the computation too.
+        for cell in getattr(target, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(value) and not isinstance(value, type):
+                _add_callable(digest, value, depth + 1)
+            elif _is_constant(value):
+                digest.update(_stable(value).encode("utf-8", "surrogatepass"))
+            else:  # mutable state (a counter, a cache): its type, not its contents
+                digest.update(f"<{type(value).__qualname__}>".encode())
+        digest.update(_stable(getattr(target, "__defaults__", None)).encode())
+        digest.update(_stable(getattr(target, "__kwdefaults__", None)).encode())
     elif not callable(getattr(target, "__code__", None)):
         call = getattr(type(target), "__call__", None)  # noqa: B004 - a callable object
         code = getattr(call, "__code__", None)
@@ -67,4 +85,33 @@ def _add_code(digest: Any, code: types.CodeType) -> None:
         if isinstance(const, types.CodeType):
             _add_code(digest, const)
         else:
-            digest.update(repr(const).encode("utf-8", "surrogatepass"))
+            digest.update(_stable(const).encode("utf-8", "surrogatepass"))
+
+
+def _is_constant(value: object) -> bool:
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return True
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_constant(v) for v in value)
+    return False
+
+
+def _stable(value: object) -> str:
+    """A repr that is the same in every process (sets sorted; no memory addresses)."""
+    if isinstance(value, (frozenset, set)):
+        return "{" + ", ".join(sorted(_stable(v) for v in value)) + "}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_stable(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(sorted(f"{_stable(k)}: {_stable(v)}" for k, v in value.items())) + "}"
+        )
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a user object
+        text = ""
+    if " at 0x" in text:  # the default repr: only the type is stable
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
+    return text

@@ -12,10 +12,12 @@ The message flow, per job (a :class:`JobJournal`):
   lease, and commits them before the job starts.
 - A task's thread serializes its output (user code: an error names the
   key and fails that attempt), then, once the attempt's fate is settled,
-  commits the output and its RUNNING -> COMPLETED transition in one
-  transaction before the report goes to the JobActor (``_commit.py``): so
-  no dependent starts before its input is durable, and a crash never
-  leaves a dependent's effects recorded without its input.
+  queues the output row (which is its RUNNING -> COMPLETED transition)
+  with its report (``_commit.py``). A dependent's TaskActor waits, before
+  the attempt begins, until the batches holding its inputs are committed
+  (``inputs_durable``, committing them itself if nobody is): so no
+  dependent starts before its input is durable, and a crash never leaves a
+  dependent's effects recorded without its input.
 - The JobActor's outbox posts every other transition; the writer batches
   them into transactions on a pool thread (the JobActor never waits).
 - The job's end posts its state and drops its lease; a journal the job
@@ -274,7 +276,15 @@ class JobJournal:
         """Serialize an output, on the task's thread; SerializationError names the key."""
         serializer = self._serializer
         try:
-            return serializer.dumps(dict(output))
+            blob = serializer.dumps(dict(output))
+            if not isinstance(blob, (bytes, str)):
+                raise SerializationError(
+                    f"task {task!r}: the serializer's dumps returned "
+                    f"{type(blob).__name__}, not bytes or str"
+                )
+            return blob
+        except SerializationError:
+            raise
         except BaseException as exc:  # noqa: BLE001 - user values and serializers
             for key, value in output.items():
                 try:
@@ -318,6 +328,12 @@ class JobJournal:
     def inputs_batch(self, node: int) -> int:
         """The batch that must be committed before ``node`` starts (-1: none)."""
         return max((self._batches[dep] for dep in self._dependencies[node]), default=-1)
+
+    def inputs_durable(self, node: int) -> None:
+        """Wait until every dependency's output is committed; JournalError if one failed."""
+        for batch in sorted({self._batches[dep] for dep in self._dependencies[node]}):
+            if batch >= 0:
+                self._store.wait_committed(batch)
 
     def schedule(self) -> None:
         """Have a pool thread commit what is queued."""
@@ -380,8 +396,10 @@ class JobJournal:
         self.ending = True
         statements: list[Statement] = [(_END_JOB, (state, ts, self.job_id))]
         statements += [(_DROP_LEASE, (job, self._token)) for job in self._leased]
-        self._store.post(statements)
-        shared_pool().execute(_Close(self))
+        try:
+            self._store.post(statements)
+        finally:
+            shared_pool().execute(_Close(self))  # whatever happens: get() must return
 
     def after_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the job's end (and all before it) is committed."""

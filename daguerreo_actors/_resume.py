@@ -70,7 +70,12 @@ def resume(
             opened.close()
         raise
     plan = ResumePlan(opened, owned, found.job_id)
-    return run(tasks, journal=plan, **run_options)  # type: ignore[arg-type]  # internal
+    try:
+        return run(tasks, journal=plan, **run_options)  # type: ignore[arg-type]  # internal
+    except BaseException:
+        if owned and not opened._store._closed:
+            opened.close()  # run() refused before the job began
+        raise
 
 
 def check_serializer(serializer: object) -> Serializer:
@@ -145,13 +150,17 @@ def _restorable(
         node = position.get(task)
         if node is not None and fingerprint != fingerprints[node]:
             reasons[node] = "its definition changed (code, dependencies or version)"
-    # Everything downstream of a changed task runs again too.
+    # Everything downstream of a task that runs again runs again too: a
+    # changed one, or one with no recorded output (never done, or forgotten).
+    recorded_nodes = {position[task] for task, *_ in recorded if task in position}
     for node in topological_order(graph):
         if node in reasons:
             continue
-        changed = [dep for dep in graph.dependencies[node] if dep in reasons]
-        if changed:
-            reasons[node] = f"it depends on {names[changed[0]]!r}, which runs again"
+        again = [
+            dep for dep in graph.dependencies[node] if dep in reasons or dep not in recorded_nodes
+        ]
+        if again:
+            reasons[node] = f"it depends on {names[again[0]]!r}, which runs again"
     restored: list[tuple[int, Mapping[Any, Any]]] = []
     blobs: list[tuple[str, Any, Any]] = []
     done = {task for task, _b, _f, _r in recorded}

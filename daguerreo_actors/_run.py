@@ -178,6 +178,8 @@ def run(
     except BaseException:
         for link in links:
             link.release()
+        if options.journal is not None:  # the job never ran: drop its lease, close
+            options.journal.end("failed", clock.time())
         raise
     holder.append(actor)
     actor.start()

@@ -110,11 +110,12 @@ class TaskActor:
                     return following
                 message = mailbox.popleft()
             attempt = message.attempt
+            # Before begin(): an attempt abandoned while it waits never starts.
+            if attempt.after >= 0 and not self._inputs_durable(attempt):
+                continue
             if not attempt.begin():
                 continue  # abandoned before its turn: never starts
             ctx = message.ctx
-            if attempt.after >= 0 and not self._inputs_durable(attempt):
-                continue
             if attempt.reads is True:
                 from daguerreo_actors._cache_reads import ReadTracker
 
@@ -130,7 +131,7 @@ class TaskActor:
         journal = self._job._journal
         try:
             if journal is not None:
-                journal.wait_committed(attempt.after)
+                journal.inputs_durable(attempt.node)
         except BaseException as exc:  # noqa: BLE001 - the disk: this attempt fails
             self._job.commit_raised(attempt, exc, here=False, retryable=False)
             return False
