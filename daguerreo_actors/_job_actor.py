@@ -230,7 +230,8 @@ class JobActor(CacheShell):
             return
         self._attempts.pop(node, None)
         self._actors.pop(node, None)
-        self._outbox.ended(attempt)
+        if attempt.progress is not None:  # rare: no call on the per-task path
+            self._outbox.ended(attempt)
         if message.conflicts:
             self._record_conflicts(attempt.task, message.conflicts)
         if taken is not None:
@@ -290,7 +291,8 @@ class JobActor(CacheShell):
             self._late_report(attempt)
             return
         self._attempts.pop(attempt.node, None)
-        self._outbox.ended(attempt)
+        if attempt.progress is not None:  # rare: no call on the per-task path
+            self._outbox.ended(attempt)
         if not retry:
             self._actors.pop(attempt.node, None)
         self._carry_out(started)

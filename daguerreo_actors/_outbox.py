@@ -95,9 +95,8 @@ class Outbox:
             self.log.task_progress(attempt.task, attempt.number, attempt.progress_text or "")
 
     def ended(self, attempt: Attempt) -> None:
-        """The attempt's outcome is being handled: its progress goes on that transition."""
-        if attempt.progress is not None:
-            self._progress[attempt.node] = (attempt.progress, attempt.progress_text)
+        """The outcome of an attempt that gave a progress is handled: it goes on that transition."""
+        self._progress[attempt.node] = (attempt.progress, attempt.progress_text)
 
     @property
     def listening(self) -> bool:

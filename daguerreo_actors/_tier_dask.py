@@ -62,7 +62,10 @@ class _DaskHandle:
         """
         future = self.future
         if future is not None:
-            shared_pool().execute(_ForceCancel(self.tier.client, future))
+            client = self.tier.client
+            shared_pool().execute(
+                _Quietly(lambda: client.cancel(future, force=True), FutureHandle(future).cancel)
+            )
 
 
 class DaskTier:
@@ -110,38 +113,29 @@ class DaskTier:
 
     def clear(self, name: str) -> None:
         """Clear a cluster event, from a pooled thread (it talks to the scheduler)."""
-        shared_pool().execute(_Clear(self._client, name))
+        client = self._client
+        shared_pool().execute(_Quietly(lambda: distributed.Event(name, client=client).clear()))
 
     def close(self) -> None:
         pass
 
 
-class _Clear:
-    __slots__ = ("_client", "_name")
+class _Quietly:
+    """A call to the scheduler, on a pool thread; a closed or closing client is no error
+    (``fallback`` runs instead, if given)."""
 
-    def __init__(self, client: distributed.Client, name: str) -> None:
-        self._client = client
-        self._name = name
+    __slots__ = ("_call", "_fallback")
+
+    def __init__(self, call: Callable[[], Any], fallback: Callable[[], Any] | None = None) -> None:
+        self._call = call
+        self._fallback = fallback
 
     def run(self) -> None:
         try:
-            distributed.Event(self._name, client=self._client).clear()
+            self._call()
         except Exception:  # noqa: BLE001 - a closed client: nothing to clean up
-            pass
-
-
-class _ForceCancel:
-    __slots__ = ("_client", "_future")
-
-    def __init__(self, client: distributed.Client, future: Any) -> None:
-        self._client = client
-        self._future = future
-
-    def run(self) -> None:
-        try:
-            self._client.cancel(self._future, force=True)
-        except Exception:  # noqa: BLE001 - a closing client
-            FutureHandle(self._future).cancel()
+            if self._fallback is not None:
+                self._fallback()
 
 
 def _key(name: str) -> str:

@@ -81,17 +81,25 @@ def clocked(
 # -- the retry policy -------------------------------------------------------------
 
 
-def test_retry_delays_on_the_real_clock_are_within_fifty_milliseconds_of_the_policy() -> None:
-    # The real timers (the supervisor's), not the logic: that is tested
-    # exactly on the virtual clock below.
-    starts: list[float] = []
+def fails_three_times(
+    starts: list[float], now: Callable[[], float]
+) -> Callable[[Mapping[str, Any], Callable[[], bool]], dict[str, Any]]:
+    """A task that notes when each attempt starts and succeeds on the fourth."""
 
     def flaky(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
-        starts.append(time.monotonic())
+        starts.append(now())
         if len(starts) < 4:
             raise ConnectionError("not yet")
         return {}
 
+    return flaky
+
+
+def test_retry_delays_on_the_real_clock_are_within_fifty_milliseconds_of_the_policy() -> None:
+    # The real timers (the supervisor's), not the logic: that is tested
+    # exactly on the virtual clock below.
+    starts: list[float] = []
+    flaky = fails_three_times(starts, time.monotonic)
     policy = RetryPolicy(max_retries=3, delay=0.1, backoff=2.0, max_delay=0.3)
     result, recorder = recorded([Task("a", flaky, retry=policy)])
     assert result.ok
@@ -105,13 +113,7 @@ def test_retry_delays_on_the_real_clock_are_within_fifty_milliseconds_of_the_pol
 def test_retry_delays_follow_the_policy_exactly(clock: VirtualClock) -> None:
     # On the virtual clock: exactly, not within 50 ms.
     starts: list[float] = []
-
-    def flaky(_c: Mapping[str, Any], _i: Callable[[], bool]) -> dict[str, Any]:
-        starts.append(clock.now())
-        if len(starts) < 4:
-            raise ConnectionError("not yet")
-        return {}
-
+    flaky = fails_three_times(starts, clock.now)
     policy = RetryPolicy(max_retries=3, delay=1, backoff=2.0, max_delay=3)
     result, recorder = clocked(clock, 6, [Task("a", flaky, retry=policy)])
     assert result.ok
