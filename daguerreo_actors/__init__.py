@@ -6,6 +6,7 @@ See the README for the guarantees; the names below are the whole public API.
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._console import ProgressListener, event_logger
+from daguerreo_actors._dag import Dag
 from daguerreo_actors._diagram import to_dot, to_mermaid
 from daguerreo_actors._errors import (
     InternalError,
@@ -30,6 +31,7 @@ from daguerreo_actors._validation import validate_tasks
 
 __all__ = [
     "AttemptReport",
+    "Dag",
     "Event",
     "Failure",
     "InternalError",

@@ -100,6 +100,7 @@ class Books:
         revoke: Callable[[int], bool] | None = None,
         overlap: Sequence[bool] | None = None,
         cache: Sequence[bool] | None = None,
+        mapped: Sequence[bool] | None = None,
     ) -> None:
         n = len(graph)
         if len(max_retries) != n or len(continue_on_failure) != n:
@@ -108,19 +109,26 @@ class Books:
             raise ValueError("max_concurrency must be >= 1")
         self.graph = graph
         self.max_concurrency = max_concurrency
-        self.max_retries = tuple(max_retries)
-        self.continue_on_failure = tuple(continue_on_failure)
+        # Lists: a mapped task's children are appended (``_maps.py``).
+        self.max_retries = list(max_retries)
+        self.continue_on_failure = list(continue_on_failure)
         self.kinds = [KINDS[r] for r in run_if] if run_if is not None else [0] * n
         self.cleanup = [kind != 0 for kind in self.kinds]
         self.on_failure = on_failure
-        self.resources: Sequence[Mapping[str, int]] = resources or [EMPTY] * n
+        self.resources: list[Mapping[str, int]] = list(resources or [EMPTY] * n)
         self.free: dict[str, int] = dict(capacity or {})
         self.held: dict[tuple[int, int], Mapping[str, int]] = {}
         # No overlap (``_scheduler.py``): a timed-out attempt's slot stays
         # taken until its code returns, and its retry waits for that.
-        self.overlap: Sequence[bool] = overlap if overlap is not None else [True] * n
+        self.overlap: list[bool] = list(overlap) if overlap is not None else [True] * n
         #: Tasks whose recorded output may be reused (``_cached.py``), or None.
-        self.cache: Sequence[bool] | None = cache if cache and any(cache) else None
+        self.cache: list[bool] | None = list(cache) if cache and any(cache) else None
+        #: Mapped tasks (``_maps.py``), or None; their running maps; children's parents.
+        self.mapped: list[bool] | None = list(mapped) if mapped and any(mapped) else None
+        self.maps: dict[int, Any] = {}
+        self.parent_of: dict[int, int] = {}
+        self.expansions: list[int] = []  # READY mapped tasks, for the shell to expand
+        self.collected: list[tuple[int, dict[Any, Any]]] = []  # for the shell to merge
         self.checking: set[int] = set()  # READY, their cache being checked
         self.cache_checks: list[int] = []  # for the shell to check
         self.occupying: set[tuple[int, int]] = set()  # (node, attempt) holding a slot
@@ -131,7 +139,7 @@ class Books:
         self.attempts: list[int] = [0] * n
         self.waiting_on: list[int] = [len(deps) for deps in graph.dependencies]
         self.failed_deps: list[int] = [0] * n
-        self.ready = ready_queue(priorities or [0] * n, self.resources)
+        self.ready = ready_queue(list(priorities or [0] * n), self.resources)
         self.order = topological_order(graph)
         self.running = 0
         self.unfinished = n
@@ -218,6 +226,13 @@ class Books:
             nodes.sort(key=lambda node: -len(dependents[node]))
         for node in nodes:
             self._set(node, _READY)
+        if self.mapped is not None:
+            # A mapped task is expanded by the shell, holding no slot (``_maps.py``).
+            mapped = self.mapped
+            expanded = [node for node in nodes if mapped[node]]
+            if expanded:
+                self.expansions.extend(expanded)
+                nodes = [node for node in nodes if not mapped[node]]
         if self.cache is not None:
             # A cached task's journal is asked first (``_cached.py``).
             checked = [node for node in nodes if self.cache[node]]

@@ -19,14 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from daguerreo_actors._books import Transition
-from daguerreo_actors._failures import Propagation
+from daguerreo_actors._maps import MapCore
 from daguerreo_actors._states import JobState, TaskState
 
 _READY = TaskState.READY
 _COMPLETED = TaskState.COMPLETED
 
 
-class CacheChecks(Propagation):
+class CacheChecks(MapCore):
     """``cache_hit`` and ``cache_miss`` (see the module docstring)."""
 
     def cache_hit(self, node: int, output: Mapping[Any, Any]) -> list[int] | None:

@@ -68,9 +68,12 @@ class CommitSide(MailboxActor):
     _committing: int
 
     def commit_returned(
-        self, attempt: Attempt, output: dict[Any, Any], *, here: bool
+        self, attempt: Attempt, output: dict[Any, Any], *, here: bool, merge: bool = True
     ) -> Runnable | None:
         """The attempt returned ``output``: merge it and report, unless it was abandoned.
+
+        A mapped task's child's output is not merged (``merge``): its parent
+        collects it (``_maps.py``).
 
         With a journal, the output is serialized first (an error fails the
         attempt) and, once its fate is settled, queued for the journal with
@@ -91,7 +94,11 @@ class CommitSide(MailboxActor):
         while True:
             base = self._book
             try:
-                book, conflicts = base.merged(output, attempt.node, self._graph)  # user code
+                book, conflicts = (
+                    base.merged(output, attempt.node, self._graph)  # user code
+                    if merge
+                    else (base, [])
+                )
             except BaseException as exc:  # noqa: BLE001 - charged to this task
                 reason = _merge_error(attempt.task, output, exc)
                 return self.commit_invalid(attempt, output, reason, here=here)

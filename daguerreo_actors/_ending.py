@@ -42,7 +42,7 @@ class Ending(CommitSide):
     # The JobActor's.
     job: Job
     _core: Scheduler
-    _names: tuple[str, ...]
+    _names: list[str]
     _attempts: dict[int, Attempt]
     _actors: dict[int, TaskActor]
     _offered: dict[int, tuple[TaskActor, Attempt]]

@@ -112,14 +112,20 @@ class Propagation(Books):
             current = states[node]
             if current is _RUNNING:
                 self._set(node, _CANCELLED)
-                self._release_slot(node)
-                self.abandon.append(node)
+                if node not in self.maps:  # a mapped task holds no slot, runs no code
+                    self._release_slot(node)
+                    self.abandon.append(node)
                 self._terminal(node, _CANCELLED)
             elif current is _EXCEPTION or current is _TIMED_OUT:
                 self._set(node, _CANCELLED)  # a retry was waiting
                 self._terminal(node, _CANCELLED)
             elif current is _READY and node not in self.claimed:
-                self.ready.remove(node)
+                if node in self.expansions:  # a mapped task, not queued
+                    self.expansions.remove(node)
+                elif node in self.checking:  # its cache is being checked, not queued
+                    self.checking.discard(node)
+                else:
+                    self.ready.remove(node)
                 self._set(node, _SKIPPED)
                 self._terminal(node, _SKIPPED)
         # Taken offers of tasks that are no cleanup started, in the slots of

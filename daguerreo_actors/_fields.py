@@ -205,6 +205,18 @@ def _priority(value: object) -> tuple[object, str | None]:
     return value, None
 
 
+def _map_over(value: object) -> tuple[object, str | None]:
+    if value is None or (type(value) is str and value):
+        return value, None
+    return None, f"must be None or the non-empty str ctx key to map over, got {describe(value)}"
+
+
+def _map_as(value: object) -> tuple[object, str | None]:
+    if type(value) is str and value:
+        return value, None
+    return "item", f"must be a non-empty str (the item's ctx key), got {describe(value)}"
+
+
 #: The fields of a task, in order, with their checks and defaults (``...``: required).
 FIELDS: dict[str, tuple[Check, object]] = {
     "name": (_name, ...),
@@ -224,4 +236,6 @@ FIELDS: dict[str, tuple[Check, object]] = {
     "executor": (_executor, None),
     "version": (_version, None),
     "cache": (_bool, False),
+    "map_over": (_map_over, None),
+    "map_as": (_map_as, "item"),
 }

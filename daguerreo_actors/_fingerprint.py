@@ -32,6 +32,8 @@ def task_fingerprint(task: Task) -> str:
     for dep in sorted(task.dependencies):
         digest.update(dep.encode("utf-8", "surrogatepass") + b"\0")
     digest.update(b"\0version\0" + repr(task.version).encode())
+    if task.map_over is not None:  # only then: the fingerprints of other tasks stay as they were
+        digest.update(b"\0map\0" + repr((task.map_over, task.map_as)).encode())
     return digest.hexdigest()[:32]
 
 
@@ -50,6 +52,11 @@ def _add_callable(digest: Any, fn: object, depth: int) -> None:
         _add_callable(digest, fn.func, depth + 1)
         digest.update(_stable(fn.args).encode() + _stable(sorted(fn.keywords.items())).encode())
         return
+    from daguerreo_actors._dag import DagFunction
+
+    if isinstance(fn, DagFunction):  # a dag task: the user's function, and how it is called
+        digest.update(repr((fn.inputs, fn.outputs, fn.map_as, fn.split)).encode())
+        fn = fn.__wrapped__
     target = getattr(fn, "__func__", fn)  # a bound method: its function
     code = getattr(target, "__code__", None)
     name = getattr(target, "__qualname__", None) or type(target).__qualname__

@@ -15,14 +15,26 @@ from collections.abc import Sequence
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Graph:
-    """A validated DAG: ``dependencies[i]`` and ``dependents[i]`` of node ``i``."""
+    """A validated DAG: ``dependencies[i]`` and ``dependents[i]`` of node ``i``.
 
-    names: tuple[str, ...]
-    dependencies: tuple[tuple[int, ...], ...]
-    dependents: tuple[tuple[int, ...], ...]
+    Lists, grown only by :meth:`add_isolated` (a mapped task's children,
+    ``_maps.py``): everything holding the graph sees the new nodes.
+    """
+
+    names: list[str]
+    dependencies: list[tuple[int, ...]]
+    dependents: list[tuple[int, ...]]
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def add_isolated(self, names: Sequence[str]) -> range:
+        """Append nodes with no edges (a mapped task's children); their range."""
+        first = len(self.names)
+        self.names.extend(names)
+        self.dependencies.extend([()] * len(names))
+        self.dependents.extend([()] * len(names))
+        return range(first, len(self.names))
 
 
 def build_adjacency(

@@ -33,10 +33,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
-from daguerreo_actors._cache import CacheShell
 from daguerreo_actors._ctx import CtxBook, restored_ctx
 from daguerreo_actors._errors import InternalError
 from daguerreo_actors._job import Job
+from daguerreo_actors._map_shell import MapShell
 from daguerreo_actors._messages import (
     ActorLost,
     CacheHit,
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from daguerreo_actors._task import Task
 
 
-class JobActor(CacheShell):
+class JobActor(MapShell):
     """Runs one job; see the module docstring."""
 
     __slots__ = (
@@ -84,10 +84,12 @@ class JobActor(CacheShell):
         "_conflicts",
         "_core",
         "_delay",
+        "_fns",
         "_graph",
         "_handlers",
         "_has_timeouts",
         "_job_deadline",
+        "_max_map",
         "_max_retries",
         "_names",
         "_offered",
@@ -118,19 +120,22 @@ class JobActor(CacheShell):
     ) -> None:
         super().__init__()
         self.job = Job(job_id, self, links)
-        self._tasks = tasks
+        # Lists: a mapped task's children are appended (``_map_shell.py``).
+        self._tasks = list(tasks)
+        self._fns = [t.fn for t in tasks]
+        self._max_map = options.max_map
         self._graph = graph
         self._names = graph.names
         clock = self._clock = options.clock
         self._job_deadline = options.job_deadline
-        self._retries = options.retries
-        self._max_retries = tuple(r.max_retries for r in options.retries)
-        self._delay = delays(options.retries, graph.names, options.seed)
+        self._retries = list(options.retries)
+        self._max_retries = [r.max_retries for r in options.retries]
+        self._delay = delays(self._retries, graph.names, options.seed)
         # inf means "no timeout"; keep only real deadlines.
-        self._timeouts: tuple[float | None, ...] = tuple(
+        self._timeouts: list[float | None] = [
             t.timeout if t.timeout is not None and t.timeout != float("inf") else None
             for t in tasks
-        )
+        ]
         self._has_timeouts = any(t is not None for t in self._timeouts)
         self._core = Scheduler(
             graph,
@@ -142,6 +147,7 @@ class JobActor(CacheShell):
             priorities=[t.priority for t in tasks],
             overlap=[t.overlap for t in tasks],
             cache=[t.cache for t in tasks] if options.journal is not None else None,
+            mapped=[t.map_over is not None for t in tasks],
             resources=[t.resources for t in tasks],
             capacity=options.capacity,
             ctx=ctx,
@@ -159,7 +165,7 @@ class JobActor(CacheShell):
         self._restored = options.restored
         executor = options.executor
         virtual = getattr(clock, "virtual", False) is True
-        self._tiers: tuple[Tier, ...] = tiers_for(tasks, executor, job_id, virtual=virtual)
+        self._tiers: list[Tier] = list(tiers_for(tasks, executor, job_id, virtual=virtual))
         # Offers need threads that run attempts themselves: the pool's. On a
         # virtual clock none, so that every start goes through the books.
         self._offers = Offers(self._lock) if executor is None and not virtual else None
@@ -180,7 +186,7 @@ class JobActor(CacheShell):
         self._stragglers = {}
         self._stopped = threading.Condition(self._lock)
         self._kill_timers = None
-        self._beats = tuple(t.heartbeat is not None for t in tasks)
+        self._beats = [t.heartbeat is not None for t in tasks]
         #: The most TaskActors this job held at once (see ``_offers.py``).
         self.peak_task_actors = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -340,6 +346,8 @@ class JobActor(CacheShell):
 
     def _carry_out(self, started: list[int]) -> None:
         core = self._core
+        if core.expansions or core.collected:
+            started = started + self._mapping()
         # Flushed first: a transition out of RUNNING is logged with the
         # duration of the attempt that ended, before _start records when
         # the node's next attempt began.
@@ -425,10 +433,10 @@ class JobActor(CacheShell):
         return attempt
 
     def _new_actor(self, node: int) -> TaskActor:
-        task = self._tasks[node]
         policy = self._retries[node].policy
         retry_on = policy.retries if policy.retry_on is not None else None
-        return TaskActor(node, task.name, task.fn, self._tiers[node], self, retry_on)
+        fn = self._fns[node]
+        return TaskActor(node, self._names[node], fn, self._tiers[node], self, retry_on)
 
     def _arm(self, attempt: Attempt) -> None:
         timeout = self._timeouts[attempt.node]

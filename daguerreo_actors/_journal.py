@@ -256,7 +256,7 @@ class JobJournal:
         self.job_id = job_id
         self._store = journal._store
         self._names = names
-        self._fingerprints = fingerprints
+        self._fingerprints = list(fingerprints)
         self._serializer = serializer
         self._owned = owned
         self._leased = tuple(leased)
@@ -271,6 +271,7 @@ class JobJournal:
         # Per node: its dependencies, and the batch that holds its output.
         self._dependencies: list[list[int]] = [[] for _ in names]
         self._batches = [-1] * len(names)
+        self._children: dict[int, tuple[int, int]] = {}  # mapped task: (first child, count)
 
     def encode(self, task: str, output: Mapping[Any, Any]) -> bytes | str:
         """Serialize an output, on the task's thread; SerializationError names the key."""
@@ -324,6 +325,18 @@ class JobJournal:
         batch, schedule = self._store.queue([(_INSERT_OUTPUT, row)])
         self._batches[node] = batch
         return batch, schedule
+
+    def add_children(self, parent: int, count: int) -> None:
+        """A mapped task's children: its definition, and its inputs to wait for."""
+        self._fingerprints.extend([self._fingerprints[parent]] * count)
+        self._dependencies.extend([self._dependencies[parent]] * count)
+        self._batches.extend([-1] * count)
+        self._children[parent] = (len(self._batches) - count, count)
+
+    def map_completed(self, parent: int) -> None:
+        """A mapped task completed: its output is its children's, durable in their batches."""
+        first, count = self._children.pop(parent)
+        self._batches[parent] = max(self._batches[first : first + count], default=-1)
 
     def inputs_batch(self, node: int) -> int:
         """The batch that must be committed before ``node`` starts (-1: none)."""

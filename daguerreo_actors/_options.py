@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from daguerreo_actors._clock import Clock
 from daguerreo_actors._ctx import ON_CONFLICT
 from daguerreo_actors._fields import is_positive_seconds, to_seconds
+from daguerreo_actors._map_child import DEFAULT_MAX_MAP
 from daguerreo_actors._retry import Resolved, RetryPolicy, resolve
 from daguerreo_actors._task import Task
 from daguerreo_actors._tiers import is_dask_client, is_tier
@@ -55,6 +56,8 @@ class JobOptions:
     journal: JobJournal | None = None
     #: A resumed job's restored outputs, by node, in their recorded order.
     restored: tuple[tuple[int, Mapping[Any, Any]], ...] = ()
+    #: The most items a mapped task runs (``run(max_map=...)``).
+    max_map: int = DEFAULT_MAX_MAP
 
 
 def _option_error(name: str, value: object, expected: str) -> Exception:

@@ -48,8 +48,8 @@ class Overrun(Ending):
 
     _kill_timers: TimerGroup | None
     _tasks: Sequence[Task]
-    _retries: tuple[Resolved, ...]
-    _max_retries: tuple[int, ...]
+    _retries: list[Resolved]
+    _max_retries: list[int]
 
     def _give_up(self, attempt: Attempt, at: float) -> bool:
         """Abandon ``attempt`` at ``at``; a straggler if its code runs. False if it finished."""

@@ -51,6 +51,9 @@ class FifoReady:
     def extend(self, nodes: Sequence[int]) -> None:
         self._queue.extend(nodes)
 
+    def add_like(self, model: int, count: int) -> None:
+        """``count`` new nodes ranked as ``model`` (a mapped task's children)."""
+
     def popleft(self) -> int:
         return self._queue.popleft()
 
@@ -71,7 +74,7 @@ class RankedReady:
     fifo = False
 
     def __init__(self, priorities: Sequence[int], resources: Sequence[Mapping[str, int]]) -> None:
-        self._priorities = priorities
+        self._priorities = list(priorities)
         self._signatures: list[Signature] = [tuple(sorted(r.items())) for r in resources]
         self._heaps: dict[Signature, list[tuple[int, int, int]]] = {}
         self._seq = itertools.count()
@@ -96,6 +99,11 @@ class RankedReady:
                 heap = heaps[signatures[node]] = []
             heapq.heappush(heap, (-priorities[node], next(self._seq), node))
         self._count += len(nodes)
+
+    def add_like(self, model: int, count: int) -> None:
+        """``count`` new nodes ranked as ``model`` (a mapped task's children)."""
+        self._priorities.extend([self._priorities[model]] * count)
+        self._signatures.extend([self._signatures[model]] * count)
 
     def take(self, fits: Callable[[int], bool]) -> int | None:
         """Remove and return the first node in order that ``fits``, or None."""

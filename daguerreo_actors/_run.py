@@ -22,6 +22,7 @@ from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
 from daguerreo_actors._listeners import Listener, is_listener, start_listeners
 from daguerreo_actors._logging import TransitionLog
+from daguerreo_actors._map_child import DEFAULT_MAX_MAP
 from daguerreo_actors._options import DEFAULT_MAX_CONCURRENCY, check_options, job_options
 from daguerreo_actors._retry import RetryPolicy
 from daguerreo_actors._task import Task
@@ -53,6 +54,7 @@ def run(
     clock: Clock | None = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     serializer: Serializer | None = None,
+    max_map: int = DEFAULT_MAX_MAP,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -80,7 +82,8 @@ def run(
     in tests; the system's by default); ``journal`` an SQLite file (a path
     or a :class:`Journal`) recording the job for ``resume`` and history,
     each completed output serialized with ``serializer`` (pickle by
-    default; any object with ``dumps`` and ``loads``).
+    default; any object with ``dumps`` and ``loads``); ``max_map`` the most
+    items a mapped task (``Task(map_over=...)``) may run, one child each.
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
@@ -105,6 +108,10 @@ def run(
         on_failure=on_failure,
         resources=resources,
     )
+    if type(max_map) is bool or not isinstance(max_map, int):
+        raise TypeError(f"max_map must be an int >= 0, got {max_map!r}")
+    if max_map < 0:
+        raise ValueError(f"max_map must be an int >= 0, got {max_map!r}")
     if ctx is not None and not isinstance(ctx, Mapping):
         raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
@@ -141,6 +148,8 @@ def run(
         on_failure=on_failure,
         resources=resources,
     )
+    if max_map != DEFAULT_MAX_MAP:
+        options = dataclasses.replace(options, max_map=max_map)
     job_id = new_job_id()
     if journal is not None:
         # Imported here: sqlite3 is not needed by jobs without a journal.

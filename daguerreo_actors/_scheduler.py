@@ -145,7 +145,10 @@ class Scheduler(CacheChecks):
         self._release_slot(node, attempt)
         if claimed is not None:
             self._start_claimed(claimed)
-        self.outputs.append(result)
+        if self.parent_of and node in self.parent_of:
+            self.keep_output(node, result)  # a child's: collected (_maps.py)
+        else:
+            self.outputs.append(result)
         self._terminal(node, _COMPLETED)
         return self._settle()
 
@@ -159,8 +162,10 @@ class Scheduler(CacheChecks):
         self._release_slot(node, attempt)
         failure = Failure(self.graph.names[node], _INVALID_RESULT, None, value)
         self._terminal(node, _INVALID_RESULT, failure)
-        # continue_on_failure does not cover a programming error.
-        self._count_failure(failure)
+        # continue_on_failure does not cover a programming error; a child's
+        # failure is its parent's to count (_maps.py).
+        if node not in self.parent_of:
+            self._count_failure(failure)
         return self._settle()
 
     def failed(
@@ -400,7 +405,8 @@ class Scheduler(CacheChecks):
                 current = states[node]
                 if current is _RUNNING:
                     self._set(node, _CANCELLED)
-                    self.running -= 1
+                    if node not in self.maps:  # a mapped task holds no slot
+                        self.running -= 1
                 elif current is _READY and node in claimed:
                     continue  # below, once the slot it took is free
                 elif current is _EXCEPTION or current is _TIMED_OUT:
@@ -417,6 +423,7 @@ class Scheduler(CacheChecks):
                 self._set(node, _CANCELLED)
             claimed.clear()
             self.ready.clear()
+            self.expansions.clear()
             self.unfinished = 0
             self._ended_queue.clear()
         if failure is not None:

@@ -62,6 +62,7 @@ TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
         (_T.RUNNING, _T.TIMED_OUT),
         (_T.RUNNING, _T.INVALID_RESULT),
         (_T.RUNNING, _T.CANCELLED),
+        (_T.RUNNING, _T.FAILED),  # a mapped task whose child failed (_maps.py)
         (_T.EXCEPTION, _T.READY),
         (_T.EXCEPTION, _T.FAILED),
         (_T.EXCEPTION, _T.CANCELLED),

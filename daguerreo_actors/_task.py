@@ -56,6 +56,10 @@ class Task:
     again when something the code cannot show changed (data, a library).
     With ``cache`` and a journal, a recorded output of the same definition is
     reused when the ctx keys the task read then hold the same values now.
+    With ``map_over`` (a ctx key holding a list or tuple), the task runs once
+    per item when it becomes READY, each run a child task ``name[i]`` whose
+    ctx holds the item at ``map_as``; its output is, per key, the list of the
+    children's values in item order (``_maps.py``).
 
     Raises :class:`InvalidTasksError` with every field error at once.
     """
@@ -77,6 +81,8 @@ class Task:
     executor: object
     version: str | int | None
     cache: bool
+    map_over: str | None
+    map_as: str
 
     # A hand-written __init__ so ``dependencies`` can be typed as the
     # iterable it accepts while the field holds the frozenset it stores.
@@ -100,6 +106,8 @@ class Task:
         executor: object = None,
         version: str | int | None = None,
         cache: bool = False,
+        map_over: str | None = None,
+        map_as: str = "item",
         **unknown: Never,
     ) -> None:
         if unknown:
@@ -122,6 +130,8 @@ class Task:
             "executor": executor,
             "version": version,
             "cache": cache,
+            "map_over": map_over,
+            "map_as": map_as,
         }
         stored, errors = check(given)
         if errors:
@@ -172,6 +182,15 @@ def check(
                 task,
                 "fields 'max_retries' and 'retry' are both given: give the retries in "
                 "one place (RetryPolicy(max_retries=...))",
+            )
+        )
+    if stored.get("map_over") is not None and stored.get("cache"):
+        errors.append(
+            TaskError(
+                "invalid-field",
+                task,
+                "fields 'map_over' and 'cache' are both given: a mapped task is not cached "
+                "(with a journal, a resumed job reruns only the children that did not complete)",
             )
         )
     if stored.get("run_if") == "any_failed" and not stored.get("dependencies"):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from daguerreo_actors._attempt import Attempt
 from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._logging import log_outside
+from daguerreo_actors._map_child import MapChild, child_output_error
 from daguerreo_actors._pool import Runnable, shared_pool
 from daguerreo_actors._task import TaskFn
 from daguerreo_actors._tiers import Tier
@@ -143,6 +144,11 @@ class TaskActor:
         try:
             if type(value) is dict or isinstance(value, Mapping):
                 output = dict(value)
+                if type(self.fn) is MapChild:  # collected by its parent: str keys
+                    reason = child_output_error(self.name, output)
+                    if reason is not None:
+                        return self._job.commit_invalid(attempt, value, reason, here=here)
+                    return self._job.commit_returned(attempt, output, here=here, merge=False)
             else:
                 reason = invalid_result_message(self.name, value)
                 return self._job.commit_invalid(attempt, value, reason, here=here)

@@ -133,9 +133,9 @@ def _build_graph(
     if errors:
         raise InvalidTasksError(errors)
     graph = Graph(
-        names=tuple(task.name for task in converted),
-        dependencies=tuple(dependencies),
-        dependents=dependents,
+        names=[task.name for task in converted],
+        dependencies=dependencies,
+        dependents=list(dependents),
     )
     return tuple(converted), graph
 
