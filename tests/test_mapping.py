@@ -1,0 +1,294 @@
+"""Mapping at run time: Task(map_over=...), children as real tasks of the same job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+from helpers import WAIT
+
+import daguerreo_actors as d
+from daguerreo_actors import JobState, RetryPolicy, Task, TaskEvent, TaskState
+from daguerreo_actors.testing import VirtualClock
+
+Ctx = Mapping[str, Any]
+IsActive = Callable[[], bool]
+
+
+def give(key: str, value: Any) -> Callable[[Ctx, IsActive], dict[str, Any]]:
+    def fn(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        return {key: value}
+
+    return fn
+
+
+def square(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"sq": ctx["item"] ** 2, "item": ctx["item"]}
+
+
+def total(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"total": sum(ctx["sq"])}
+
+
+def mapped_job(items: Any, **options: Any) -> tuple[d.JobResult, list[d.Event]]:
+    events: list[d.Event] = []
+    job = d.run(
+        [
+            Task("items", give("xs", items)),
+            Task("square", square, ["items"], map_over="xs"),
+            Task("total", total, ["square"]),
+        ],
+        listeners=[events.append],
+        **options,
+    )
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    return result, events
+
+
+def steps(events: list[d.Event], task: str) -> list[tuple[str, str]]:
+    return [
+        (e.old_state.value, e.new_state.value)
+        for e in events
+        if isinstance(e, TaskEvent) and e.task == task
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 1000])
+def test_a_mapped_task_collects_its_childrens_outputs_in_item_order(count: int) -> None:
+    items = list(range(count))
+    result, events = mapped_job(items, max_concurrency=4)
+    assert result.state is JobState.COMPLETED
+    assert result.ctx["sq"] == [i * i for i in items]
+    assert result.ctx["item"] == items
+    assert result.ctx["total"] == sum(i * i for i in items)
+    assert not result.conflicts  # children's outputs are not merged one by one
+    for i in (0, count - 1):
+        assert result.task_states[f"square[{i}]"] is TaskState.COMPLETED
+        assert steps(events, f"square[{i}]") == [
+            ("unscheduled", "ready"),
+            ("ready", "running"),
+            ("running", "completed"),
+        ]
+    assert steps(events, "square") == [
+        ("unscheduled", "ready"),
+        ("ready", "running"),
+        ("running", "completed"),
+    ]
+    assert len(result.task_states) == 3 + count
+
+
+def test_a_mapped_task_holds_no_slot_while_its_children_run() -> None:
+    # One slot: were the parent holding it, no child could ever start.
+    result, _events = mapped_job([1, 2, 3], max_concurrency=1)
+    assert result.state is JobState.COMPLETED
+    assert result.ctx["sq"] == [1, 4, 9]
+
+
+def test_mapping_an_empty_sequence_completes_the_task_at_once_with_no_output() -> None:
+    result, events = mapped_job((), max_concurrency=2)
+    assert result.state is JobState.FAILED  # total reads ctx["sq"], which nobody wrote
+    assert result.task_states["square"] is TaskState.COMPLETED
+    assert steps(events, "square")[-1] == ("running", "completed")
+    assert not [name for name in result.task_states if name.startswith("square[")]
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [("abc", "str"), (b"ab", "bytes"), ({"a": 1}, "dict"), (7, "int"), (None, "NoneType")],
+)
+def test_a_value_that_cannot_be_mapped_makes_the_task_invalid_result(
+    value: Any, type_name: str
+) -> None:
+    result, events = mapped_job(value)
+    assert result.state is JobState.FAILED
+    assert result.failed_task == "square"
+    assert result.failure_reason is TaskState.INVALID_RESULT
+    assert steps(events, "square")[-2:] == [("ready", "running"), ("running", "invalid_result")]
+    [failure] = result.failures
+    assert failure.invalid_result == value
+    assert result.task_states["total"] is TaskState.UPSTREAM_FAILED
+
+
+def test_the_invalid_result_message_names_the_key_and_the_type(logs: Any) -> None:
+    mapped_job({"a": 1})
+    [entry] = [e for e in logs if e.get("new_state") == "invalid_result"]
+    assert "'xs'" in entry["error"]
+    assert "dict" in entry["error"]
+    assert "square" in entry["error"]
+
+
+def test_a_sequence_longer_than_max_map_is_invalid_result_with_the_count(logs: Any) -> None:
+    result, _events = mapped_job(list(range(11)), max_map=10)
+    assert result.failure_reason is TaskState.INVALID_RESULT
+    [entry] = [e for e in logs if e.get("new_state") == "invalid_result"]
+    assert "11 items" in entry["error"] and "max_map=10" in entry["error"]
+    with pytest.raises(ValueError, match="max_map"):
+        d.run([], max_map=-1)
+
+
+def test_each_child_is_retried_on_its_own() -> None:
+    tries: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def flaky(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        with lock:
+            tries[ctx["item"]] = tries.get(ctx["item"], 0) + 1
+            if ctx["item"] == 2 and tries[2] < 3:
+                raise ConnectionError("not yet")
+        return {"got": ctx["item"]}
+
+    events: list[d.Event] = []
+    job = d.run(
+        [Task("m", flaky, map_over="xs", retry=RetryPolicy(max_retries=3))],
+        ctx={"xs": [1, 2, 3]},
+        listeners=[events.append],
+    )
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    assert result.ctx["got"] == [1, 2, 3]
+    assert result.attempts["m[1]"] == 3 and result.attempts["m[0]"] == 1
+    assert steps(events, "m[1]").count(("running", "exception")) == 2
+
+
+def test_each_child_has_the_tasks_timeout(clock: VirtualClock) -> None:
+    def slow_for_one(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
+        if ctx["item"] == "slow":
+            clock.sleep(10)
+        return {"done": ctx["item"]}
+
+    events: list[d.Event] = []
+    job = d.run(
+        [Task("m", slow_for_one, map_over="xs", timeout=5, max_retries=0)],
+        ctx={"xs": ["fast", "slow"]},
+        clock=clock,
+        on_failure="continue",
+        listeners=[events.append],
+    )
+    clock.advance(20)
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    assert result.task_states["m[0]"] is TaskState.COMPLETED
+    assert steps(events, "m[1]")[-2:] == [("running", "timed_out"), ("timed_out", "failed")]
+    assert result.state is JobState.FAILED
+    assert result.failed_task == "m[1]"
+    assert result.failure_reason is TaskState.TIMED_OUT
+    assert steps(events, "m")[-1] == ("running", "failed")
+
+
+def fails_on(bad: int) -> Callable[[Ctx, IsActive], dict[str, Any]]:
+    def fn(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        if ctx["item"] == bad:
+            raise ValueError(f"bad item {bad}")
+        return {"out": ctx["item"] * 10}
+
+    return fn
+
+
+@pytest.mark.parametrize("on_failure", ["stop", "continue"])
+def test_a_failing_child_fails_its_parent_and_the_job_names_the_child(on_failure: str) -> None:
+    events: list[d.Event] = []
+    job = d.run(
+        [
+            Task("m", fails_on(3), map_over="xs", max_retries=0),
+            Task("after", give("after", 1), ["m"]),
+            Task("other", give("other", 1)),
+        ],
+        ctx={"xs": [1, 2, 3, 4]},
+        on_failure=on_failure,
+        max_concurrency=1,
+        listeners=[events.append],
+    )
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    assert result.state is JobState.FAILED
+    assert result.failed_task == "m[2]"
+    assert isinstance(result.exception, ValueError)
+    assert str(result.exception) == "bad item 3"
+    assert steps(events, "m")[-1] == ("running", "failed")
+    assert result.task_states["m"] is TaskState.FAILED
+    assert result.task_states["after"] is TaskState.UPSTREAM_FAILED
+    assert "out" not in result.ctx  # no output of a failed map is merged
+    assert result.task_states["m[3]"] in (TaskState.SKIPPED, TaskState.COMPLETED)
+    if on_failure == "continue":
+        assert result.task_states["other"] is TaskState.COMPLETED
+
+
+def test_with_continue_on_failure_a_failed_child_leaves_none_and_the_parent_completes() -> None:
+    job = d.run(
+        [Task("m", fails_on(2), map_over="xs", max_retries=0, continue_on_failure=True)],
+        ctx={"xs": [1, 2, 3]},
+    )
+    result = job.get(timeout=WAIT)
+    assert result.state is JobState.COMPLETED
+    assert result.task_states["m"] is TaskState.COMPLETED
+    assert result.task_states["m[1]"] is TaskState.FAILED
+    assert result.ctx["out"] == [10, None, 30]
+    assert [f.task for f in result.failures] == ["m[1]"]
+
+
+def test_a_child_returning_a_key_that_is_not_a_str_is_invalid_result() -> None:
+    def odd(ctx: Ctx, _is_active: IsActive) -> dict[Any, Any]:
+        return {1: ctx["item"]}
+
+    result = d.run([Task("m", odd, map_over="xs")], ctx={"xs": [1]}).get(timeout=WAIT)
+    assert result.failed_task == "m[0]"
+    assert result.failure_reason is TaskState.INVALID_RESULT
+    assert result.task_states["m"] is TaskState.FAILED
+
+
+def test_the_item_goes_under_map_as() -> None:
+    def fn(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        return {"seen": ctx["station"] + ctx["suffix"]}
+
+    result = d.run(
+        [Task("m", fn, map_over="xs", map_as="station")], ctx={"xs": ["a", "b"], "suffix": "!"}
+    ).get(timeout=WAIT)
+    assert result.ctx["seen"] == ["a!", "b!"]
+    assert "station" not in result.ctx
+
+
+def test_cancel_and_the_job_timeout_cancel_a_mapped_task_and_its_children(
+    clock: VirtualClock,
+) -> None:
+    def sleepy(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        clock.sleep(100)
+        return {}
+
+    events: list[d.Event] = []
+    job = d.run(
+        [Task("m", sleepy, map_over="xs")],
+        ctx={"xs": [1, 2, 3]},
+        clock=clock,
+        timeout=10,
+        max_concurrency=2,
+        listeners=[events.append],
+    )
+    clock.advance(11)
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    assert result.state is JobState.TIMED_OUT
+    assert result.task_states["m"] is TaskState.CANCELLED
+    assert [result.task_states[f"m[{i}]"] for i in range(3)] == [
+        TaskState.CANCELLED,
+        TaskState.CANCELLED,
+        TaskState.SKIPPED,
+    ]
+
+
+def test_bad_map_fields_are_reported_with_the_other_errors() -> None:
+    with pytest.raises(d.InvalidTasksError) as caught:
+        d.run(
+            [
+                {"name": "a", "fn": square, "map_over": ""},
+                {"name": "b", "fn": square, "map_over": "xs", "map_as": 3},
+                {"name": "c", "fn": square, "map_over": "xs", "cache": True},
+            ]
+        )
+    text = str(caught.value)
+    assert "task 'a'" in text and "'map_over'" in text
+    assert "task 'b'" in text and "'map_as'" in text
+    assert "task 'c'" in text and "'cache'" in text
+    assert len(caught.value.errors) == 3
