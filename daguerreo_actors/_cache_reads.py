@@ -17,7 +17,7 @@ from daguerreo_actors._logging import log_outside
 from daguerreo_actors._text import cut, safe_repr
 
 if TYPE_CHECKING:
-    from daguerreo_actors._journal import Serializer
+    from daguerreo_actors._serializer import Serializer
 
 _MISSING = None  # the digest of a key that was looked up and absent
 _KEY = "k"  # a read of one key

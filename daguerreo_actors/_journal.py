@@ -29,15 +29,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from daguerreo_actors._errors import JournalError, SerializationError
 from daguerreo_actors._journal_store import ENTRIES, Statement, Store, holder, is_alive
 from daguerreo_actors._pool import shared_pool
+from daguerreo_actors._serializer import Serializer
 from daguerreo_actors._text import cut, safe_repr
 
 _INSERT_OUTPUT = (
@@ -47,27 +47,6 @@ _INSERT_OUTPUT = (
 )
 _END_JOB = "UPDATE jobs SET state = ?, ended = ? WHERE job_id = ?"
 _DROP_LEASE = "DELETE FROM leases WHERE job_id = ? AND token = ?"
-
-
-class Serializer(Protocol):
-    """What ``serializer=`` takes: ``pickle`` itself, ``json``, or your own."""
-
-    def dumps(self, value: Any, /) -> bytes | str: ...
-
-    def loads(self, data: Any, /) -> Any: ...
-
-
-class _Pickle:
-    @staticmethod
-    def dumps(value: Any) -> bytes:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-    @staticmethod
-    def loads(data: bytes) -> Any:
-        return pickle.loads(data)  # our own journal's bytes
-
-
-PICKLE: Serializer = _Pickle()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

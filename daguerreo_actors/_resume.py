@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 from daguerreo_actors._errors import JournalError
 from daguerreo_actors._fingerprint import task_fingerprint, tasks_fingerprint
 from daguerreo_actors._graph import topological_order
-from daguerreo_actors._journal import PICKLE, JobJournal, Journal, Serializer, open_journal
+from daguerreo_actors._journal import JobJournal, Journal, open_journal
 from daguerreo_actors._logging import log_outside
+from daguerreo_actors._serializer import PICKLE, Serializer
 
 if TYPE_CHECKING:
     from daguerreo_actors._graph import Graph

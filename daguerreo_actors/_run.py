@@ -33,7 +33,8 @@ __all__ = ["DEFAULT_MAX_CONCURRENCY", "run"]
 
 
 if TYPE_CHECKING:
-    from daguerreo_actors._journal import Journal, Serializer
+    from daguerreo_actors._journal import Journal
+    from daguerreo_actors._serializer import Serializer
 
 
 def run(

@@ -8,7 +8,7 @@ import json
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from helpers import WAIT
@@ -20,10 +20,10 @@ from daguerreo_actors import JobState, TaskState
 class _Api(http.server.BaseHTTPRequestHandler):
     """/stations lists three; /readings/<s> answers 503 once for "b", then the readings."""
 
-    failed_once: set[str] = set()
+    failed_once: ClassVar[set[str]] = set()
     lock = threading.Lock()
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         parts = self.path.strip("/").split("/")
         if parts == ["stations"]:
             self._answer(200, ["a", "b", "c"])
@@ -35,7 +35,9 @@ class _Api(http.server.BaseHTTPRequestHandler):
             if first:
                 self._answer(503, {"error": "busy"})
             else:
-                self._answer(200, {"station": station, "temp": {"a": 1.0, "b": 3.0, "c": 8.0}[station]})
+                self._answer(
+                    200, {"station": station, "temp": {"a": 1.0, "b": 3.0, "c": 8.0}[station]}
+                )
         else:
             self._answer(404, {})
 
@@ -148,7 +150,8 @@ def test_missing_inputs_duplicate_outputs_and_bad_fields_are_reported_all_at_onc
     assert "did you mean 'api_url'" in text
     assert "did you mean 'stations'" in text
     assert "'map_as'" in text
-    assert "'colour'" in text and "'timeout'" in text
+    assert "'colour'" in text
+    assert "'timeout'" in text
     # dag.run reports the same, before anything starts.
     with pytest.raises(d.InvalidTasksError) as again:
         dag.run(ctx={"api_url": "x"})

@@ -11,6 +11,7 @@ the running attempts of each task, are counted by the tasks themselves).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import random
@@ -45,6 +46,7 @@ class Shape:
     resource_rate: float = 0.0
     policy_rate: float = 0.0
     overrun_rate: float = 0.0
+    map_rate: float = 0.0
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Observed:
     running: dict[str, int] = field(default_factory=dict)
     most_running: dict[str, int] = field(default_factory=dict)
 
+
+#: The sequences mapped tasks map over (initial ctx): 0, 1, 3 and 6 items.
+MAPPABLE: dict[str, list[int]] = {f"xs{k}": list(range(n)) for k, n in enumerate([0, 1, 3, 6])}
 
 #: The capacity of the job's resources.
 CAPACITY = {"db": 1, "gpu": 2}
@@ -99,6 +104,9 @@ def build(shape: Shape, observed: Observed) -> tuple[list[d.Task], dict[str, fro
         timeout = 0.01 if timed else None
         max_retries = None
         overrun = None
+        map_over = None
+        if shape.map_rate and rnd.random() < shape.map_rate:
+            map_over = rnd.choice(list(MAPPABLE))
         # Drawn only when asked for, so the other shapes' DAGs stay as they were.
         if shape.overrun_rate and rnd.random() < shape.overrun_rate:
             # A timeout its code ignores and outlives: the retries must wait for it.
@@ -134,6 +142,7 @@ def build(shape: Shape, observed: Observed) -> tuple[list[d.Task], dict[str, fro
                 run_if=run_if,
                 resources=resources,
                 priority=rnd.randint(0, 2) if shape.resource_rate else 0,
+                map_over=map_over,
             )
         )
     return tasks, deps_of
@@ -188,9 +197,10 @@ def counted(name: str, observed: Observed, resources: Mapping[str, int], body: T
     """``body``, counting its own running attempts and the holders of what it holds."""
 
     def fn(ctx: Mapping[str, Any], is_active: Callable[[], bool]) -> dict[str, Any]:
+        who = name if "item" not in ctx else f"{name}[{ctx['item']}]"  # a mapped task's child
         with observed.lock:
-            running = observed.running[name] = observed.running.get(name, 0) + 1
-            observed.most_running[name] = max(observed.most_running.get(name, 0), running)
+            running = observed.running[who] = observed.running.get(who, 0) + 1
+            observed.most_running[who] = max(observed.most_running.get(who, 0), running)
             for resource in resources:
                 held = observed.holders[resource] = observed.holders.get(resource, 0) + 1
                 if held > CAPACITY[resource]:
@@ -199,7 +209,7 @@ def counted(name: str, observed: Observed, resources: Mapping[str, int], body: T
             return body(ctx, is_active)
         finally:
             with observed.lock:
-                observed.running[name] -= 1
+                observed.running[who] -= 1
                 for resource in resources:
                     observed.holders[resource] -= 1
 
@@ -233,6 +243,11 @@ overrun_shapes = st.builds(
         "job_timeout": st.sampled_from([None, None, None, 0.3]),
     },
 )
+#: DAGs where some tasks are mapped over 0 to 6 items (``MAPPABLE``).
+mapped_shapes = st.builds(
+    Shape,
+    **{**_SHAPE_FIELDS, "n": st.integers(1, 200), "map_rate": st.sampled_from([0.2, 0.5])},
+)
 
 _FAILED_LIKE = (TaskState.FAILED, TaskState.INVALID_RESULT, TaskState.UPSTREAM_FAILED)
 
@@ -240,6 +255,14 @@ _FAILED_LIKE = (TaskState.FAILED, TaskState.INVALID_RESULT, TaskState.UPSTREAM_F
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=shapes)
 def test_random_dags_keep_every_invariant(shape: Shape) -> None:
+    run_and_check(shape)
+
+
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=mapped_shapes)
+def test_random_dags_with_mapped_tasks_keep_every_invariant(shape: Shape) -> None:
+    """Children are real tasks: every invariant above holds for them too, and a
+    mapped task's output lists its children's in item order (None: not completed)."""
     run_and_check(shape)
 
 
@@ -280,6 +303,17 @@ def test_overlap_lets_a_retry_run_beside_its_timed_out_attempt(overlap: bool) ->
     assert observed.most_running == {"t": 2 if overlap else 1}
 
 
+class _ByName(dict[str, Any]):
+    """Looks a mapped task's child (``t3[1]``) up as its parent (``t3``)."""
+
+    def __missing__(self, key: str) -> Any:
+        return self[key.split("[", 1)[0]]
+
+
+def _each(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
 def retries_of(task: d.Task, job_retries: int) -> int:
     """The task's retries, resolved as the engine does (``_retry.resolve``)."""
     if task.max_retries is not None:
@@ -292,8 +326,9 @@ def retries_of(task: d.Task, job_retries: int) -> int:
 def run_and_check(shape: Shape) -> None:
     observed = Observed()
     tasks, deps_of = build(shape, observed)
-    by_name = {t.name: t for t in tasks}
-    max_retries = {t.name: retries_of(t, shape.max_retries) for t in tasks}
+    by_name: dict[str, d.Task] = _ByName({t.name: t for t in tasks})
+    max_retries = _ByName({t.name: retries_of(t, shape.max_retries) for t in tasks})
+    mapped = {t.name for t in tasks if t.map_over is not None}
     events: list[d.Event] = []
     started = time.monotonic()
     job = d.run(
@@ -305,6 +340,7 @@ def run_and_check(shape: Shape) -> None:
         on_failure=shape.on_failure,
         resources=CAPACITY,
         seed=shape.seed,
+        ctx=MAPPABLE if mapped else None,
     )
     result = job.get(timeout=60)  # the job always ends
     elapsed = time.monotonic() - started
@@ -323,7 +359,7 @@ def run_and_check(shape: Shape) -> None:
     assert events[-1].new_state is result.state
 
     last: dict[str, TaskState] = {}
-    terminal_count: dict[str, int] = dict.fromkeys(deps_of, 0)
+    terminal_count: dict[str, int] = collections.defaultdict(int, dict.fromkeys(deps_of, 0))
     running = 0
     stopped = False  # on_failure="stop" and a failure counted
     task_events = [e for e in events[1:-1] if isinstance(e, TaskEvent)]
@@ -335,10 +371,12 @@ def run_and_check(shape: Shape) -> None:
         last[event.task] = event.new_state
         if event.new_state in TERMINAL_TASK_STATES:
             terminal_count[event.task] += 1
-        if event.new_state is TaskState.RUNNING:
+        if event.task in mapped:
+            pass  # a mapped task holds no slot; its children do
+        elif event.new_state is TaskState.RUNNING:
             running += 1
             assert running <= shape.max_concurrency
-            dep_states = [last.get(dep) for dep in deps_of[event.task]]
+            dep_states = [last.get(dep) for dep in deps_of[task.name]]
             if task.run_if == "all_completed":
                 assert all(s is TaskState.COMPLETED for s in dep_states), (event.task, dep_states)
             else:
@@ -351,7 +389,7 @@ def run_and_check(shape: Shape) -> None:
                 assert task.run_if != "all_completed", f"{event.task} started after the stop"
         elif event.old_state is TaskState.RUNNING:
             running -= 1
-        counts = event.new_state is TaskState.INVALID_RESULT or (
+        counts = (event.task not in mapped and event.new_state is TaskState.INVALID_RESULT) or (
             event.new_state is TaskState.FAILED and not task.continue_on_failure
         )
         if counts and shape.on_failure == "stop":
@@ -361,15 +399,33 @@ def run_and_check(shape: Shape) -> None:
     assert all(count == 1 for count in terminal_count.values()), terminal_count
     assert result.task_states == last
     assert all(a <= max_retries[name] + 1 for name, a in result.attempts.items())
-    assert observed.missing_deps == []
+    # A plain task mapped over nothing writes no key: not a missing input.
+    empty = {name for name in mapped if not MAPPABLE[by_name[name].map_over]}  # type: ignore[index]
+    assert [(task, dep) for task, dep in observed.missing_deps if dep not in empty] == []
     assert observed.over_capacity == []
     assert all(count == 0 for count in observed.running.values()), observed.running
     overlapped = {name: most for name, most in observed.most_running.items() if most > 1}
     assert not overlapped, overlapped  # no task has overlap=True
     completed = {name for name, state in last.items() if state is TaskState.COMPLETED}
-    assert set(result.ctx) == completed
-    assert not observed.late_tokens & set(result.ctx.values())
-    failed = [n for n, st_ in last.items() if st_ in (TaskState.FAILED, TaskState.INVALID_RESULT)]
+    # A child's output is its parent's (a list, in item order), never its own key.
+    # (a plain task mapped over nothing has no output at all).
+    expected = {name for name in completed if "[" not in name} - empty
+    assert set(result.ctx) - set(MAPPABLE) == expected
+    merged = [v for key, value in result.ctx.items() if key not in MAPPABLE for v in _each(value)]
+    assert not observed.late_tokens & set(merged)
+    for name in (mapped & completed) - empty:
+        items = MAPPABLE[by_name[name].map_over]  # type: ignore[index]
+        assert len(result.ctx[name]) == len(items)
+        for i, token in enumerate(result.ctx[name]):
+            child = last[f"{name}[{i}]"]
+            assert (token is None) is (child is not TaskState.COMPLETED), (name, i, child)
+    # A mapped task failed by its child: the failure listed is the child's.
+    failed = [
+        n
+        for n, st_ in last.items()
+        if st_ in (TaskState.FAILED, TaskState.INVALID_RESULT)
+        and not (n in mapped and st_ is TaskState.FAILED)
+    ]
     assert sorted(f.task for f in result.failures if f.task) == sorted(failed)
     if result.state is JobState.COMPLETED:
         for name in set(deps_of) - completed:

@@ -124,7 +124,8 @@ def test_a_sequence_longer_than_max_map_is_invalid_result_with_the_count(logs: A
     result, _events = mapped_job(list(range(11)), max_map=10)
     assert result.failure_reason is TaskState.INVALID_RESULT
     [entry] = [e for e in logs if e.get("new_state") == "invalid_result"]
-    assert "11 items" in entry["error"] and "max_map=10" in entry["error"]
+    assert "11 items" in entry["error"]
+    assert "max_map=10" in entry["error"]
     with pytest.raises(ValueError, match="max_map"):
         d.run([], max_map=-1)
 
@@ -149,7 +150,8 @@ def test_each_child_is_retried_on_its_own() -> None:
     result = job.get(timeout=WAIT)
     assert job.wait_for_listeners(WAIT)
     assert result.ctx["got"] == [1, 2, 3]
-    assert result.attempts["m[1]"] == 3 and result.attempts["m[0]"] == 1
+    assert result.attempts["m[1]"] == 3
+    assert result.attempts["m[0]"] == 1
     assert steps(events, "m[1]").count(("running", "exception")) == 2
 
 
@@ -288,7 +290,10 @@ def test_bad_map_fields_are_reported_with_the_other_errors() -> None:
             ]
         )
     text = str(caught.value)
-    assert "task 'a'" in text and "'map_over'" in text
-    assert "task 'b'" in text and "'map_as'" in text
-    assert "task 'c'" in text and "'cache'" in text
+    assert "task 'a'" in text
+    assert "'map_over'" in text
+    assert "task 'b'" in text
+    assert "'map_as'" in text
+    assert "task 'c'" in text
+    assert "'cache'" in text
     assert len(caught.value.errors) == 3
