@@ -1,9 +1,13 @@
-"""An ETL job: fetch from two APIs, combine, transform, write to a queue and a database.
+"""An ETL job as plain functions: fetch users and the order pages, combine, transform, write.
 
-The I/O is simulated with short sleeps. The users API fails on its first
-call and succeeds on the retry; the database write polls ``is_active()``
-between batches, as long-running task code should, so a cancel or a
-timeout stops it between two batches.
+A :class:`daguerreo_actors.Dag`: each function's parameters are its inputs
+(another task's output, or the initial ctx), its return value its output;
+the dependencies follow. The order pages are known only at run time: the
+``pages`` task lists them and ``fetch_orders`` maps over that list, one
+child task per page, in parallel. The I/O is simulated with short sleeps.
+The users API fails on its first call and succeeds on the retry; the
+database write polls ``is_active()`` between batches, as long-running task
+code should, so a cancel or a timeout stops it between two batches.
 """
 
 from __future__ import annotations
@@ -11,75 +15,79 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 import daguerreo_actors as d
 
-Ctx = Mapping[str, Any]
-IsActive = Callable[[], bool]
+dag = d.Dag()
+_calls = 0
+_lock = threading.Lock()
 
 
-class FlakyUsersApi:
-    """Times out on the first call, like a real API on a bad day."""
-
-    def __init__(self) -> None:
-        self._calls = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, _ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
-        with self._lock:
-            self._calls += 1
-            first = self._calls == 1
-        time.sleep(0.02)
-        if first:
-            raise ConnectionError("users API: connection reset (will be retried)")
-        return {"users": [{"id": 1, "name": "ada"}, {"id": 2, "name": "grace"}]}
+@dag.task(name="fetch-users", timeout=1.0, max_retries=2)
+def users(users_api: str) -> list[dict[str, Any]]:
+    """Fails on the first call, like a real API on a bad day."""
+    global _calls
+    with _lock:
+        _calls += 1
+        first = _calls == 1
+    time.sleep(0.02)
+    if first:
+        raise ConnectionError(f"{users_api}: connection reset (will be retried)")
+    return [{"id": 1, "name": "ada"}, {"id": 2, "name": "grace"}]
 
 
-def fetch_orders(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+@dag.task
+def pages(orders_api: str) -> list[str]:
+    return [f"{orders_api}?page={n}" for n in (1, 2, 3)]
+
+
+_PAGES = {
+    "1": [{"user": 1, "total": 30}],
+    "2": [{"user": 2, "total": 12}],
+    "3": [{"user": 1, "total": 5}],
+}
+
+
+@dag.task(map_over="pages", map_as="page", timeout=1.0)
+def fetch_orders(page: str) -> list[dict[str, Any]]:
     time.sleep(0.03)
-    return {"orders": [{"user": 1, "total": 30}, {"user": 2, "total": 12}, {"user": 1, "total": 5}]}
+    return _PAGES[page.rsplit("=", 1)[1]]
 
 
-def combine(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
-    names = {user["id"]: user["name"] for user in ctx["users"]}
-    return {"rows": [{"name": names[o["user"]], "total": o["total"]} for o in ctx["orders"]]}
+@dag.task
+def rows(users: list[dict[str, Any]], fetch_orders: list[list[dict[str, Any]]]) -> list[Any]:
+    names = {user["id"]: user["name"] for user in users}
+    orders = [order for page in fetch_orders for order in page]
+    return [{"name": names[o["user"]], "total": o["total"]} for o in orders]
 
 
-def transform(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
-    totals: dict[str, int] = {}
-    for row in ctx["rows"]:
-        totals[row["name"]] = totals.get(row["name"], 0) + row["total"]
-    return {"totals": totals}
+@dag.task
+def totals(rows: list[dict[str, Any]]) -> dict[str, int]:
+    summed: dict[str, int] = {}
+    for row in rows:
+        summed[row["name"]] = summed.get(row["name"], 0) + row["total"]
+    return summed
 
 
-def write_queue(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+@dag.task(name="write-queue")
+def queued(totals: dict[str, int]) -> int:
     time.sleep(0.01)
-    return {"queued": len(ctx["totals"])}
+    return len(totals)
 
 
-def write_database(ctx: Ctx, is_active: IsActive) -> dict[str, Any]:
+@dag.task(name="write-database", timeout=2.0)
+def db_rows(totals: dict[str, int], is_active: Callable[[], bool]) -> int:
     written = 0
-    for _name in ctx["totals"]:
+    for _name in totals:
         if not is_active():  # cancelled or timed out: stop between batches
             break
         time.sleep(0.01)
         written += 1
-    return {"db_rows": written}
-
-
-def tasks() -> list[d.Task]:
-    return [
-        d.Task("fetch-users", FlakyUsersApi(), timeout=1.0, max_retries=2),
-        d.Task("fetch-orders", fetch_orders, timeout=1.0),
-        d.Task("combine", combine, dependencies=["fetch-users", "fetch-orders"]),
-        d.Task("transform", transform, dependencies=["combine"]),
-        d.Task("write-queue", write_queue, dependencies=["transform"]),
-        d.Task("write-database", write_database, dependencies=["transform"], timeout=2.0),
-    ]
+    return written
 
 
 def print_event(event: d.Event) -> None:
@@ -92,7 +100,12 @@ def print_event(event: d.Event) -> None:
 
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    job = d.run(tasks(), timeout=10.0, max_concurrency=4, listeners=[print_event])
+    job = dag.run(
+        ctx={"users_api": "https://users.example", "orders_api": "https://orders.example"},
+        timeout=10.0,
+        max_concurrency=4,
+        listeners=[print_event],
+    )
     result = job.get(timeout=15.0)
     job.wait_for_listeners(timeout=5.0)
     print(f"\nstate: {result.state}, attempts: {dict(result.attempts)}")

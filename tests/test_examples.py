@@ -53,6 +53,7 @@ def test_the_etl_example_retries_the_flaky_fetch_and_completes() -> None:
     out = run_example("etl.py").stdout
     assert "fetch-users > running -> exception #1" in out
     assert "fetch-users > running -> completed #2" in out
+    assert "fetch_orders[2] > running -> completed #1" in out  # one child per page
     assert "state: completed" in out
     assert "totals: {'ada': 35, 'grace': 12}" in out
 
