@@ -46,6 +46,8 @@ class Transition:
     restored: bool = False
     #: READY -> COMPLETED: the output came from the journal's cache.
     cached: bool = False
+    #: RUNNING -> COMPLETED of a mapped task: its output is its children's.
+    mapped: bool = False
 
 
 _UNSCHEDULED = TaskState.UNSCHEDULED

@@ -204,11 +204,12 @@ class Journal:
             if resumed is not None:
                 db.execute("UPDATE jobs SET resumed_by = ? WHERE job_id = ?", (job_id, resumed))
             position = {name: i for i, name in enumerate(names)}
+            fp = [fingerprints[_node(position, task)] for task, _blob, _reads in restored]
             db.executemany(
                 _INSERT_OUTPUT,
                 [
-                    (job_id, task, 0, blob, fingerprints[position[task]], resumed, reads, None)
-                    for task, blob, reads in restored
+                    (job_id, task, 0, blob, fp[i], resumed, reads, None)
+                    for i, (task, blob, reads) in enumerate(restored)
                 ],
             )
         side = JobJournal(self, job_id, names, fingerprints, serializer, owned, leased, token)
@@ -251,6 +252,8 @@ class JobJournal:
         self._dependencies: list[list[int]] = [[] for _ in names]
         self._batches = [-1] * len(names)
         self._children: dict[int, tuple[int, int]] = {}  # mapped task: (first child, count)
+        #: A resumed job's recorded outputs of mapped tasks' children, by name.
+        self.restored_children: Mapping[str, Mapping[Any, Any]] = {}
 
     def encode(self, task: str, output: Mapping[Any, Any]) -> bytes | str:
         """Serialize an output, on the task's thread; SerializationError names the key."""
@@ -433,3 +436,9 @@ def open_journal(journal: object) -> tuple[Journal, bool]:
     if isinstance(journal, (str, os.PathLike)):
         return Journal(journal), True
     raise TypeError(f"journal must be None, a path or a Journal, got {type(journal).__name__}")
+
+
+def _node(position: Mapping[str, int], task: str) -> int:
+    """A task's node; a mapped task's child (``task[i]``) is known by its parent's."""
+    node = position.get(task)
+    return position[task.rsplit("[", 1)[0]] if node is None else node

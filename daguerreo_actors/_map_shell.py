@@ -82,7 +82,12 @@ class MapShell(CacheShell):
             return self._core.map_invalid(parent, value, detail)
         before = len(self._graph)
         keys = getattr(task.fn, "outputs", ()) if _is_dag_function(task.fn) else ()
-        started = self._core.expand(parent, [f"{name}[{i}]" for i in range(len(items))], keys)
+        names = [f"{name}[{i}]" for i in range(len(items))]
+        restored = None
+        if self._journal is not None and self._journal.restored_children:
+            recorded = self._journal.restored_children
+            restored = {i: recorded[child] for i, child in enumerate(names) if child in recorded}
+        started = self._core.expand(parent, names, keys, restored)
         if len(self._graph) > before:
             self._grow(parent, task, items)
         return started

@@ -36,7 +36,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from daguerreo_actors._books import ALL_COMPLETED
+from daguerreo_actors._books import ALL_COMPLETED, Transition
 from daguerreo_actors._failures import Propagation
 from daguerreo_actors._result import Failure
 from daguerreo_actors._states import JobState, TaskState
@@ -67,8 +67,18 @@ class MapRun:
 class MapCore(Propagation):
     """Expanding, collecting and failing mapped tasks (see the module docstring)."""
 
-    def expand(self, parent: int, names: Sequence[str], keys: tuple[str, ...] = ()) -> list[int]:
-        """Start ``parent`` with one child per name (``task[i]``); the nodes started."""
+    def expand(
+        self,
+        parent: int,
+        names: Sequence[str],
+        keys: tuple[str, ...] = (),
+        restored: Mapping[int, Mapping[Any, Any]] | None = None,
+    ) -> list[int]:
+        """Start ``parent`` with one child per name (``task[i]``); the nodes started.
+
+        ``restored`` (a resumed job's): children, by index, whose recorded
+        outputs are kept at once, each UNSCHEDULED -> COMPLETED.
+        """
         if not self._expandable(parent):
             return []
         count = len(names)
@@ -84,8 +94,24 @@ class MapCore(Propagation):
         if count == 0:
             self.collected.append((parent, {key: [] for key in keys}))
             return []
-        self._make_ready(list(children))
+        ready = list(children)
+        if restored:
+            ready = [child for child in children if child - children.start not in restored]
+            for index, output in restored.items():
+                self._restore_child(children.start + index, output)
+            self._propagate()
+        if ready:
+            self._make_ready(ready)
         return self._dispatch()
+
+    def _restore_child(self, child: int, output: Mapping[Any, Any]) -> None:
+        self.states[child] = _COMPLETED  # UNSCHEDULED -> COMPLETED, as Scheduler.start does
+        if self.record:
+            self.transitions.append(
+                Transition(child, _UNSCHEDULED, _COMPLETED, 0, output, restored=True)
+            )
+        self.keep_output(child, output)
+        self._terminal(child, _COMPLETED)
 
     def map_invalid(self, parent: int, value: Any, detail: str) -> list[int]:
         """What ``ctx[map_over]`` holds cannot be mapped: READY -> RUNNING -> INVALID_RESULT."""
@@ -104,7 +130,11 @@ class MapCore(Propagation):
         del self.maps[parent]
         if detail is not None:
             return self._map_invalid(parent, output, detail)
-        self._set(parent, _COMPLETED, output)
+        self.states[parent] = _COMPLETED  # RUNNING -> COMPLETED, always allowed
+        if self.record:
+            self.transitions.append(
+                Transition(parent, _RUNNING, _COMPLETED, self.attempts[parent], output, mapped=True)
+            )
         self.outputs.append(output)
         self._terminal(parent, _COMPLETED)
         return self._settle()
@@ -170,7 +200,7 @@ class MapCore(Propagation):
             self._fail_map(parent, run, failure)
             return
         if run.remaining == 0:
-            self.collected.append((parent, _collect(run)))
+            self.collected.append((parent, collect(run)))
 
     def _fail_map(self, parent: int, run: MapRun, failure: Failure) -> None:
         del self.maps[parent]
@@ -200,7 +230,7 @@ class MapCore(Propagation):
                 Propagation._terminal(self, node, _SKIPPED)
 
 
-def _collect(run: MapRun) -> dict[Any, Any]:
+def collect(run: MapRun) -> dict[Any, Any]:
     """``{key: [each child's value or None, in item order]}``, known keys first."""
     keys = list(run.keys)
     seen = set(keys)

@@ -130,9 +130,10 @@ class Outbox:
             progress: tuple[Any, str | None] = _NO_PROGRESS
             if self._progress and t.old is _RUNNING:
                 progress = self._progress.pop(node, _NO_PROGRESS)
-            if rows is not None and (new is not _COMPLETED or t.restored):
+            if rows is not None and (new is not _COMPLETED or t.restored or t.mapped):
                 # A completion is journaled with its output (``_commit.py``,
-                # ``_cache.py``); a restored one is copied by ``open_job``.
+                # ``_cache.py``); a restored one is copied by ``open_job``; a
+                # mapped task's output is its children's (``_resume_maps.py``).
                 error = None if t.exception is None else type(t.exception).__name__
                 rows.append([names[node], t.old.value, new.value, t.attempt, ts, t.reason, error])
             if log.enabled_for(new):

@@ -29,6 +29,7 @@ from daguerreo_actors._fingerprint import task_fingerprint, tasks_fingerprint
 from daguerreo_actors._graph import topological_order
 from daguerreo_actors._journal import JobJournal, Journal, open_journal
 from daguerreo_actors._logging import log_outside
+from daguerreo_actors._resume_maps import completed_maps, restore_maps
 from daguerreo_actors._serializer import PICKLE, Serializer
 
 if TYPE_CHECKING:
@@ -114,8 +115,11 @@ def start_journal(
         fingerprints = [task_fingerprint(t) for t in tasks]
         restored: list[tuple[int, Mapping[Any, Any]]] = []
         blobs: list[tuple[str, Any, Any]] = []
+        children: dict[str, Mapping[Any, Any]] = {}
         if plan is not None:
-            restored, blobs = _restorable(opened, plan.job_id, graph, fingerprints, serializer)
+            restored, blobs, children = _restorable(
+                opened, plan.job_id, graph, fingerprints, serializer, tasks
+            )
         side = opened.open_job(
             job_id,
             started=started,
@@ -133,6 +137,7 @@ def start_journal(
         if owned:
             opened.close()
         raise
+    side.restored_children = children
     return side, tuple(restored)
 
 
@@ -142,10 +147,23 @@ def _restorable(
     graph: Graph,
     fingerprints: Sequence[str],
     serializer: Serializer,
-) -> tuple[list[tuple[int, Mapping[Any, Any]]], list[tuple[str, Any, Any]]]:
+    tasks: Sequence[Task],
+) -> tuple[
+    list[tuple[int, Mapping[Any, Any]]], list[tuple[str, Any, Any]], dict[str, Mapping[Any, Any]]
+]:
     names = graph.names
     position = {name: node for node, name in enumerate(names)}
     recorded = journal.recorded(old_job)
+    # Mapped tasks (``_resume_maps.py``): the ones that can be restored whole
+    # count as recorded, so their dependents may be restored too.
+    transitions = journal.transitions(old_job) if any(t.map_over for t in tasks) else []
+    completed = completed_maps(tasks, transitions)
+
+    def decode(task: str, blob: Any) -> Mapping[Any, Any]:
+        return _decode(serializer, old_job, task, blob)
+
+    maps = (tasks, completed, recorded, transitions, fingerprints, decode)
+    whole = {node for node, _output in restore_maps(maps[0], {}, *maps[1:])[0]}
     reasons: dict[int, str] = {}
     for task, _blob, fingerprint, _reads in recorded:
         node = position.get(task)
@@ -153,7 +171,7 @@ def _restorable(
             reasons[node] = "its definition changed (code, dependencies or version)"
     # Everything downstream of a task that runs again runs again too: a
     # changed one, or one with no recorded output (never done, or forgotten).
-    recorded_nodes = {position[task] for task, *_ in recorded if task in position}
+    recorded_nodes = {position[task] for task, *_ in recorded if task in position} | whole
     for node in topological_order(graph):
         if node in reasons:
             continue
@@ -169,18 +187,25 @@ def _restorable(
         node = position.get(task)
         if node is None or node in reasons:
             continue
-        try:
-            output = serializer.loads(blob)
-        except BaseException as exc:  # noqa: BLE001 - the serializer is the user's
-            raise JournalError(
-                f"task {task!r}: its recorded output in job {old_job} cannot be read back: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        if not isinstance(output, Mapping):
-            raise JournalError(f"task {task!r}: its recorded output is not a mapping")
-        restored.append((node, output))
+        restored.append((node, decode(task, blob)))
         blobs.append((task, blob, reads))
+    whole_maps, children, child_blobs = restore_maps(maps[0], reasons, *maps[1:])
+    restored += whole_maps
+    blobs += child_blobs
     for node, why in reasons.items():
         if names[node] in done:
             log_outside(logging.INFO, "task_rerun", job_id=old_job, task=names[node], reason=why)
-    return restored, blobs
+    return restored, blobs, children
+
+
+def _decode(serializer: Serializer, old_job: str, task: str, blob: Any) -> Mapping[Any, Any]:
+    try:
+        output = serializer.loads(blob)
+    except BaseException as exc:  # noqa: BLE001 - the serializer is the user's
+        raise JournalError(
+            f"task {task!r}: its recorded output in job {old_job} cannot be read back: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(output, Mapping):
+        raise JournalError(f"task {task!r}: its recorded output is not a mapping")
+    return output

@@ -297,3 +297,98 @@ def test_bad_map_fields_are_reported_with_the_other_errors() -> None:
     assert "task 'c'" in text
     assert "'cache'" in text
     assert len(caught.value.errors) == 3
+
+
+# -- resume -----------------------------------------------------------------------
+
+#: Items whose child fails (read by the task through a global: the task's
+#: definition, hence its fingerprint, is the same in both runs).
+BROKEN: set[int] = set()
+CALLS: list[int] = []
+
+
+def fetch_item(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    CALLS.append(ctx["item"])
+    if ctx["item"] in BROKEN:
+        raise ConnectionError(f"item {ctx['item']} is down")
+    return {"got": ctx["item"] * 10}
+
+
+def summed(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    CALLS.append(-1)
+    if -1 in BROKEN:
+        raise ConnectionError("the sum is down")
+    return {"sum": sum(ctx["got"])}
+
+
+def resumable() -> list[Task]:
+    return [
+        Task("fetch", fetch_item, map_over="xs", max_retries=0),
+        Task("sum", summed, ["fetch"], max_retries=0),
+    ]
+
+
+def test_a_resumed_job_reruns_only_the_children_that_did_not_complete(tmp_path: Any) -> None:
+    path = tmp_path / "maps.db"
+    BROKEN.clear()
+    CALLS.clear()
+    BROKEN.add(3)
+    first = d.run(resumable(), ctx={"xs": [0, 1, 2, 3, 4]}, journal=path, max_concurrency=1).get(
+        timeout=WAIT
+    )
+    assert first.state is JobState.FAILED
+    assert first.failed_task == "fetch[3]"
+    assert first.task_states["fetch[4]"] is TaskState.SKIPPED
+    BROKEN.clear()
+    CALLS.clear()
+    events: list[d.Event] = []
+    job = d.resume(
+        resumable(), journal=path, ctx={"xs": [0, 1, 2, 3, 4]}, listeners=[events.append]
+    )
+    again = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
+    assert again.state is JobState.COMPLETED
+    assert sorted(CALLS) == [-1, 3, 4]  # children 0-2 were not run again
+    assert again.ctx["got"] == [0, 10, 20, 30, 40]
+    assert again.ctx["sum"] == 100
+    restored = [e.task for e in events if isinstance(e, TaskEvent) and e.restored]
+    assert restored == ["fetch[0]", "fetch[1]", "fetch[2]"]
+
+
+def test_a_completed_map_is_restored_whole_and_only_its_failed_dependent_runs(
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "maps.db"
+    BROKEN.clear()
+    CALLS.clear()
+    BROKEN.add(-1)
+    first = d.run(resumable(), ctx={"xs": [1, 2]}, journal=path).get(timeout=WAIT)
+    assert first.failed_task == "sum"
+    BROKEN.clear()
+    CALLS.clear()
+    again = d.resume(resumable(), journal=path, ctx={"xs": [1, 2]}).get(timeout=WAIT)
+    assert again.state is JobState.COMPLETED
+    assert CALLS == [-1]  # no child ran again
+    assert again.ctx["got"] == [10, 20]
+    assert again.ctx["sum"] == 30
+
+
+def test_a_resumed_map_can_be_resumed_in_turn(tmp_path: Any) -> None:
+    path = tmp_path / "maps.db"
+    xs = {"xs": [0, 1, 2]}
+    BROKEN.clear()
+    BROKEN.update({1, 2})
+    options: dict[str, Any] = {"journal": path, "ctx": xs, "on_failure": "continue"}
+    first = d.run(resumable(), max_concurrency=1, **options).get(timeout=WAIT)
+    assert first.failed_task == "fetch[1]"
+    BROKEN.discard(1)
+    CALLS.clear()
+    second = d.resume(resumable(), **options).get(timeout=WAIT)
+    assert second.failed_task == "fetch[2]"
+    assert sorted(CALLS) == [1, 2]
+    BROKEN.clear()
+    CALLS.clear()
+    third = d.resume(resumable(), **options).get(timeout=WAIT)
+    assert third.state is JobState.COMPLETED
+    assert sorted(CALLS) == [-1, 2]  # fetch[1] was restored from the second job's copy
+    assert third.ctx["got"] == [0, 10, 20]
