@@ -7,6 +7,7 @@
   ``on_conflict="warn"`` (the default, writers tracked) against ``"ignore"``.
 
 - ``journal_cost``: 10k jobs of each shape with a journal against without.
+- ``map_cost``: one task mapped over 10k items against a 10k wide job.
 
 Interleaved, medians of µs per task at max_concurrency=2.
 """
@@ -86,10 +87,25 @@ def journal_cost(n: int = 10_000, reps: int = 3) -> dict[str, dict[str, float]]:
     return costs
 
 
+def map_cost(n: int = 10_000, reps: int = 5) -> dict[str, float]:
+    """A 10k wide job against one task mapped over 10k items (µs per task / child)."""
+    spec = shapes.build("wide", n)
+    fns = functions(spec, "noop")
+    wide = [d.Task(name, fns[name], deps) for name, deps in spec]
+    mapped = [d.Task("each", fns[spec[0][0]], map_over="items")]
+    items = {"items": list(range(n))}
+
+    def run(tasks: list[d.Task], **options: Any) -> Callable[[], Any]:
+        return lambda: d.run(tasks, max_concurrency=2, **options).get(timeout=600)
+
+    return _timed({"wide": run(wide), "mapped": run(mapped, ctx=items)}, n, reps)
+
+
 def report_lines(
     resources: dict[str, float],
     conflicts: dict[str, float],
     journal: dict[str, dict[str, float]] | None = None,
+    mapping: dict[str, float] | None = None,
 ) -> tuple[list[str], list[tuple[str, bool, str]]]:
     ratio = resources["two resources"] / resources["without"]
     conflict_ratio = conflicts["warn"] / conflicts["ignore"]
@@ -129,4 +145,19 @@ def report_lines(
                 )
             )
         lines.append("")
+    if mapping:
+        map_ratio = mapping["mapped"] / mapping["wide"]
+        lines += [
+            f"Mapping (`Task(map_over=...)`): one task mapped over 10,000 items "
+            f"{mapping['mapped']:.1f} µs per child, a 10k wide DAG {mapping['wide']:.1f} "
+            f"µs per task (x{map_ratio:.2f}).",
+            "",
+        ]
+        checks.append(
+            (
+                "10k mapped children cost <= a 10k wide DAG per task",
+                map_ratio <= 1.0,
+                f"x{map_ratio:.2f}",
+            )
+        )
     return lines, checks

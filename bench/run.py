@@ -625,7 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     listeners = listener_cost(10_000, 3)
     debug_cost = debug_logging_cost(10_000, 3)
     fixed_costs = fixed.run_all()
-    policy_costs = (policies.resource_cost(), policies.conflict_cost(), policies.journal_cost())
+    policy_costs = (
+        policies.resource_cost(),
+        policies.conflict_cost(),
+        policies.journal_cost(),
+        policies.map_cost(),
+    )
     elapsed = time.perf_counter() - started
     text, checks = report(
         results, ns, big, validation, listeners, debug_cost, elapsed, fixed_costs, policy_costs
