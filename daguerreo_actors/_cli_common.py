@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from daguerreo_actors._dag import Dag
 from daguerreo_actors._errors import InvalidTasksError
 from daguerreo_actors._task import Task
 from daguerreo_actors._text import escape_controls, short_message
@@ -62,6 +63,8 @@ def main() -> None:
 
 def load_tasks(spec: str) -> Any:
     """Import MODULE:ATTR; call ATTR if it is a function (it must need no arguments).
+
+    A :class:`Dag` stands for its tasks.
 
     MODULE is a dotted module name, found from the current directory too,
     or a path to a ``.py`` file (``examples/smoothie.py:TASKS``). Every way
@@ -161,6 +164,8 @@ def validated(spec: str) -> tuple[Task, ...] | None:
     """The task list MODULE:ATTR, validated; None (errors printed) if invalid."""
     tasks = load_tasks(spec)
     try:
+        if isinstance(tasks, Dag):
+            return tasks.validate(None)  # the ctx is not known yet
         return validate_tasks(tasks)
     except InvalidTasksError as error:
         print_errors(error)

@@ -172,9 +172,12 @@ class Dag:
         """The plain :class:`Task` list (raises :class:`InvalidTasksError` like ``validate``)."""
         return list(self._build(None))
 
-    def validate(self, ctx_keys: Iterable[Any] = ()) -> tuple[Task, ...]:
-        """The tasks, checked against an initial ctx with ``ctx_keys``; every error at once."""
-        return self._build(set(ctx_keys))
+    def validate(self, ctx_keys: Iterable[Any] | None = ()) -> tuple[Task, ...]:
+        """The tasks, checked against an initial ctx with ``ctx_keys``; every error at once.
+
+        With ``ctx_keys=None`` (the ctx unknown), inputs are not checked.
+        """
+        return self._build(None if ctx_keys is None else set(ctx_keys))
 
     def run(self, *, ctx: Mapping[Any, Any] | None = None, **run_options: Any) -> Job:
         """``run(self.validate(ctx), ctx=ctx, ...)``: the options are ``run()``'s."""

@@ -1156,3 +1156,14 @@ def test_run_with_a_journal_then_history_resume_summary_and_tail_read_it(tmp_pat
     again = cli("resume", "cli_tasks:RESUMABLE", "--journal", str(journal))
     assert again.returncode == 2
     assert "no job to resume" in again.stderr
+
+
+def test_a_dag_stands_for_its_tasks_on_the_command_line() -> None:
+    shown = cli("graph", "examples/etl.py:dag", cwd=TESTS_DIR.parent)
+    assert shown.returncode == 0, shown.stderr
+    assert '["fetch_orders"]' in shown.stdout
+    assert '["fetch-users"]' in shown.stdout
+    assert " --> " in shown.stdout
+    checked = cli("validate", "examples/etl.py:dag", cwd=TESTS_DIR.parent)
+    assert checked.returncode == 0, checked.stderr
+    assert "ok: 7 tasks, no errors" in checked.stderr
