@@ -165,7 +165,9 @@ class JobActor(MapShell):
         self._restored = options.restored
         executor = options.executor
         virtual = getattr(clock, "virtual", False) is True
-        self._tiers: list[Tier] = list(tiers_for(tasks, executor, job_id, virtual=virtual))
+        self._tiers: list[Tier] = list(
+            tiers_for(tasks, executor, job_id, virtual=virtual, max_map=options.max_map)
+        )
         # Offers need threads that run attempts themselves: the pool's. On a
         # virtual clock none, so that every start goes through the books.
         self._offers = Offers(self._lock) if executor is None and not virtual else None

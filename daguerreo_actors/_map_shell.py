@@ -81,6 +81,7 @@ class MapShell(CacheShell):
             )
             return self._core.map_invalid(parent, value, detail)
         before = len(self._graph)
+        self._started_at[parent] = self._clock.monotonic()  # its duration: its children's
         keys = getattr(task.fn, "outputs", ()) if _is_dag_function(task.fn) else ()
         names = [f"{name}[{i}]" for i in range(len(items))]
         restored = None

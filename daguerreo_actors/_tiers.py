@@ -230,10 +230,21 @@ def tier_for(
 
 
 def tiers_for(
-    tasks: Sequence[Task], executor: object, job_id: str, *, virtual: bool = False
+    tasks: Sequence[Task],
+    executor: object,
+    job_id: str,
+    *,
+    virtual: bool = False,
+    max_map: int = 0,
 ) -> tuple[Tier, ...]:
-    """Each task's tier: its own executor, else the job's; one tier per executor."""
+    """Each task's tier: its own executor, else the job's; one tier per executor.
+
+    A tier is sized for every node the job can have: each mapped task may
+    add up to ``max_map`` children (a process tier keeps a 16-byte slot of
+    shared memory per node, allocated lazily by the OS).
+    """
     made: dict[tuple[int, bool], Tier] = {}
+    nodes = len(tasks) + max_map * sum(1 for task in tasks if task.map_over is not None)
     tiers = []
     for task in tasks:
         if is_async(task.fn):
@@ -245,7 +256,7 @@ def tiers_for(
         tier = made.get(key)
         if tier is None:
             tier = made[key] = tier_for(
-                chosen, job_id, len(tasks), interrupt=key[1], virtual=virtual
+                chosen, job_id, nodes, interrupt=key[1], virtual=virtual
             )
         tiers.append(tier)
     return tuple(tiers)

@@ -392,3 +392,14 @@ def test_a_resumed_map_can_be_resumed_in_turn(tmp_path: Any) -> None:
     assert third.state is JobState.COMPLETED
     assert sorted(CALLS) == [-1, 2]  # fetch[1] was restored from the second job's copy
     assert third.ctx["got"] == [0, 10, 20]
+
+
+def test_children_run_on_a_process_pool_each_in_its_own_slot() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        result = d.run(
+            [Task("square", square, map_over="xs")], ctx={"xs": list(range(6))}, executor=pool
+        ).get(timeout=WAIT)
+    assert result.state is JobState.COMPLETED, result.exception
+    assert result.ctx["sq"] == [0, 1, 4, 9, 16, 25]
