@@ -403,3 +403,14 @@ def test_children_run_on_a_process_pool_each_in_its_own_slot() -> None:
         ).get(timeout=WAIT)
     assert result.state is JobState.COMPLETED, result.exception
     assert result.ctx["sq"] == [0, 1, 4, 9, 16, 25]
+
+
+def test_an_async_mapped_task_runs_its_children_on_the_event_loop() -> None:
+    import asyncio
+
+    async def later(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"y": ctx["item"] + 1}
+
+    result = d.run([Task("m", later, map_over="xs")], ctx={"xs": [1, 2, 3]}).get(timeout=WAIT)
+    assert result.ctx["y"] == [2, 3, 4]
