@@ -255,9 +255,7 @@ def tiers_for(
         key = (id(chosen), task.interrupt and chosen is None)
         tier = made.get(key)
         if tier is None:
-            tier = made[key] = tier_for(
-                chosen, job_id, nodes, interrupt=key[1], virtual=virtual
-            )
+            tier = made[key] = tier_for(chosen, job_id, nodes, interrupt=key[1], virtual=virtual)
         tiers.append(tier)
     return tuple(tiers)
 
