@@ -117,7 +117,9 @@ class Store:
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(SCHEMA)
+            # One transaction: a process killed while creating the schema leaves
+            # none of it, never some tables without the others.
+            connection.executescript(f"BEGIN;\n{SCHEMA}\nCOMMIT;")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path!r}: {exc}") from exc
         self._db = connection

@@ -269,6 +269,10 @@ def _originals(journal: Path) -> dict[str, tuple[int, str]]:
     """Each task's committed (not restored) output: (pid of its job, job id)."""
     with sqlite3.connect(journal) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "outputs" not in tables:  # killed before the schema was written
+            assert "jobs" not in tables, "the schema was written in part"
+            return {}
         rows = db.execute(
             "SELECT o.task, j.pid, j.job_id FROM outputs o JOIN jobs j ON j.job_id = o.job_id"
             " WHERE o.restored_from IS NULL"
