@@ -86,7 +86,8 @@ class ProgressListener:
     its final state.
 
     Give ``total`` (the number of tasks) so the bar knows its length;
-    without it the total grows as tasks become known. Draws on ``console``
+    the total grows past it as tasks become known (a mapped task's
+    children), and without it, from zero. Draws on ``console``
     (default: stderr) while the job runs, redrawn ten times a second on a
     terminal, and prints the final line when the job ends (unless
     ``transient``). Pass one per job.
@@ -204,7 +205,9 @@ class ProgressListener:
         return dict(sorted(ended.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))
 
     def _line(self, progress: dict[str, object], overrunning: int) -> Text:
-        total = self._total if self._total is not None else len(self._known)
+        # A mapped task's children are tasks too, known once they exist.
+        known = len(self._known)
+        total = known if self._total is None else max(self._total, known)
         text = self._text(no_wrap=True, overflow="ellipsis")
         text.append(self._description, style="bold")
         filled = min(_BAR_WIDTH, _BAR_WIDTH * self._done // total) if total else 0

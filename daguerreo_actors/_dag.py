@@ -23,7 +23,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from daguerreo_actors._errors import InvalidTasksError, TaskError
+from daguerreo_actors._errors import InvalidOutput, InvalidTasksError, TaskError
 from daguerreo_actors._task import TASK_KEYS, Task
 from daguerreo_actors._text import did_you_mean
 from daguerreo_actors._validation import validate_tasks
@@ -72,7 +72,7 @@ class DagFunction:
             kwargs["is_active"] = is_active
         return kwargs
 
-    def _output(self, value: Any) -> dict[str, Any]:
+    def _output(self, value: Any) -> dict[str, Any] | InvalidOutput:
         outputs = self.outputs
         if not self.split:
             return {outputs[0]: value}
@@ -80,9 +80,10 @@ class DagFunction:
             got = (
                 f"{len(value)} values" if isinstance(value, tuple | list) else type(value).__name__
             )
-            raise TypeError(
+            return InvalidOutput(
+                value,
                 f"task {self.name!r} declares outputs={outputs!r} and must return a tuple "
-                f"of {len(outputs)} values, got {got}"
+                f"of {len(outputs)} values, got {got}",
             )
         return dict(zip(outputs, value, strict=True))
 
@@ -205,6 +206,7 @@ class Dag:
                     )
                 )
         known = set(producers) | (ctx_keys or set())
+        known_names = {key for key in known if isinstance(key, str)}  # a ctx may hold others
         tasks: list[Task] = []
         for record, shape in zip(self._records, shapes, strict=True):
             needed = [(p, "parameter") for p in shape.required]
@@ -222,7 +224,7 @@ class Dag:
                                 "missing-input",
                                 shape.name,
                                 f"{field} is produced by no task and is not in the initial "
-                                f"ctx{did_you_mean(key, known)}",
+                                f"ctx{did_you_mean(key, known_names)}",
                             )
                         )
             options = {}
@@ -278,6 +280,21 @@ def _shape(record: _Record, errors: list[TaskError]) -> _Shape:
     name = record.name if record.name is not None else own
     label = name if isinstance(name, str) and name else repr(fn)
     outputs: tuple[str, ...] = (own,) if isinstance(own, str) else ()
+    if not isinstance(own, str) and (record.name is None or record.outputs is None):
+        # A functools.partial, a callable object: repr() holds an address that
+        # changes every run (a journal could never resume it).
+        missing = " and ".join(
+            f"{field}="
+            for field, given in (("name", record.name), ("outputs", record.outputs))
+            if given is None
+        )
+        errors.append(
+            TaskError(
+                "invalid-field",
+                label,
+                f"the function has no __name__ (a functools.partial?): give it {missing}",
+            )
+        )
     if record.outputs is not None:
         given = record.outputs
         if isinstance(given, str) or not isinstance(given, Iterable):

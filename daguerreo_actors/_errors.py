@@ -108,6 +108,21 @@ class RemoteTaskError(Exception):
         return (type(self), (self.type_name, self.message, self.remote_traceback))
 
 
+class InvalidOutput:
+    """What a task function hands back in place of an output it could not make:
+    the value it got and why (a dag task whose tuple has the wrong length).
+    The TaskActor makes it INVALID_RESULT, never retried. Picklable."""
+
+    __slots__ = ("reason", "value")
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (InvalidOutput, (self.value, self.reason))
+
+
 def invalid_result_message(task: str, value: object, *, with_value: bool = False) -> str:
     """What a person reads when a task returned something that is not a mapping.
 

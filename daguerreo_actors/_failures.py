@@ -106,6 +106,7 @@ class Propagation(Books):
         self._withdraw_offers()
         states = self.states
         cleanup = self.cleanup
+        queued: set[int] = set()  # removed from the ready queue in one pass, below
         for node in range(len(states)):
             if cleanup[node]:
                 continue
@@ -125,9 +126,10 @@ class Propagation(Books):
                 elif node in self.checking:  # its cache is being checked, not queued
                     self.checking.discard(node)
                 else:
-                    self.ready.remove(node)
+                    queued.add(node)
                 self._set(node, _SKIPPED)
                 self._terminal(node, _SKIPPED)
+        self.ready.remove_all(queued)
         # Taken offers of tasks that are no cleanup started, in the slots of
         # attempts just cancelled: record their start, then cancel them.
         for node in [n for n in self.claimed if not cleanup[n]]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from daguerreo_actors._errors import JournalError, SerializationError
 from daguerreo_actors._journal_store import ENTRIES, Statement, Store, holder, is_alive
+from daguerreo_actors._journal_store import INSERT_TRANSITIONS as _INSERT_TRANSITIONS
 from daguerreo_actors._pool import shared_pool
 from daguerreo_actors._serializer import Serializer
 from daguerreo_actors._text import cut, safe_repr
@@ -171,8 +172,10 @@ class Journal:
         owned: bool,
         resumed: str | None = None,
         restored: Sequence[tuple[str, bytes, bytes | None]] = (),
+        restored_rows: Sequence[tuple[str, str]] = (),
     ) -> JobJournal:
-        """Record a new job (and what it restores) and take its leases, in one transaction."""
+        """Record a new job (and what it restores: outputs, and ``restored_rows``, the
+        children of maps restored whole) and take its leases, in one transaction."""
         pid, host, start = holder()
         token = uuid.uuid4().hex
         with self._store.transaction() as db:
@@ -212,6 +215,11 @@ class Journal:
                     for i, (task, blob, reads) in enumerate(restored)
                 ],
             )
+            if restored_rows:
+                rows = [
+                    [t, "unscheduled", st, 0, started, "restored", None] for t, st in restored_rows
+                ]
+                db.execute(_INSERT_TRANSITIONS, (job_id, json.dumps(rows)))
         side = JobJournal(self, job_id, names, fingerprints, serializer, owned, leased, token)
         side._dependencies = [[position[dep] for dep in deps] for deps in dependencies]
         side.resumed_from = resumed
@@ -317,7 +325,7 @@ class JobJournal:
 
     def map_completed(self, parent: int) -> None:
         """A mapped task completed: its output is its children's, durable in their batches."""
-        first, count = self._children.pop(parent)
+        first, count = self._children.pop(parent, (0, 0))  # no children: an empty sequence
         self._batches[parent] = max(self._batches[first : first + count], default=-1)
 
     def inputs_batch(self, node: int) -> int:
@@ -427,15 +435,6 @@ class _Close:
                 job.journal.flush()
         finally:
             job._ended()
-
-
-def open_journal(journal: object) -> tuple[Journal, bool]:
-    """A ``journal=`` argument as a Journal, and whether the job owns (closes) it."""
-    if isinstance(journal, Journal):
-        return journal, False
-    if isinstance(journal, (str, os.PathLike)):
-        return Journal(journal), True
-    raise TypeError(f"journal must be None, a path or a Journal, got {type(journal).__name__}")
 
 
 def _node(position: Mapping[str, int], task: str) -> int:

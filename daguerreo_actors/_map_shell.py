@@ -63,6 +63,8 @@ class MapShell(CacheShell):
         key = task.map_over
         assert key is not None
         name = self._names[parent]
+        # Its duration starts here: its own (an invalid value) or its children's.
+        self._started_at[parent] = self._clock.monotonic()
         value = self._book.snapshot.get(key, _MISSING)
         if value is _MISSING:
             detail = f"task {name!r}: the ctx has no key {key!r} to map over (map_over)"
@@ -81,7 +83,6 @@ class MapShell(CacheShell):
             )
             return self._core.map_invalid(parent, value, detail)
         before = len(self._graph)
-        self._started_at[parent] = self._clock.monotonic()  # its duration: its children's
         keys = getattr(task.fn, "outputs", ()) if _is_dag_function(task.fn) else ()
         names = [f"{name}[{i}]" for i in range(len(items))]
         restored = None
@@ -111,12 +112,16 @@ class MapShell(CacheShell):
         core = self._core
         if core.ended:
             return None
-        book, conflicts = self._book.merged(output, parent, self._graph)  # str keys only
         name = self._names[parent]
-        if conflicts and self._on_conflict == "error":
-            return core.map_done(parent, output, self._conflict_error(name, conflicts[0]))
-        with self._lock:
-            self._book = book
+        while True:  # pool threads merge results meanwhile: swap only the book we read
+            base = self._book
+            book, conflicts = base.merged(output, parent, self._graph)  # str keys only
+            if conflicts and self._on_conflict == "error":
+                return core.map_done(parent, output, self._conflict_error(name, conflicts[0]))
+            with self._lock:
+                if self._book is base:
+                    self._book = book
+                    break
         if conflicts:
             self._record_conflicts(name, tuple(conflicts))
         if self._journal is not None:

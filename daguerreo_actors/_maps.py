@@ -24,8 +24,9 @@ never makes a task wait on tasks (no deadlock, whatever the concurrency).
   the parent has ``continue_on_failure`` and the child FAILED: then its
   place in the lists holds None. The failure that counts is the child's
   own :class:`Failure` (so ``failed_task`` names the child); its siblings
-  that wait are cancelled or skipped (those running run on, their output
-  not kept): the parent's output can no longer be made.
+  that wait are cancelled or skipped, offers taken back first (those
+  running run on, their output not kept): the parent's output can no
+  longer be made.
 - Cancel, the job timeout and ``on_failure="stop"`` cancel a RUNNING parent
   like any task, but it frees no slot.
 """
@@ -212,22 +213,27 @@ class MapCore(Propagation):
     def _cancel_children(self, nodes: range) -> None:
         """A failed map's children still to run: those waiting end, the others run on.
 
-        Waiting retries are CANCELLED and queued children SKIPPED. A child
-        already running, or offered to a worker (``_offers.py``), runs to its
-        end: cancelling it here could race the report of the attempt whose
-        slot a worker gave it. What they return is not kept.
+        Waiting retries are CANCELLED and queued children SKIPPED. Offers are
+        taken back first (``_offers.py``; the others are offered again). A
+        child already running, or taken by a worker before the offer could
+        be taken back, runs to its end: cancelling it here could race the
+        report of the attempt whose slot the worker gave it. What they
+        return is not kept.
         """
+        self._withdraw_offers()
         states = self.states
         offered, claimed = self.offered, self.claimed
+        queued: set[int] = set()
         for node in nodes:
             current = states[node]
             if current is _EXCEPTION or current is _TIMED_OUT:
                 self._set(node, _CANCELLED)  # a retry was waiting
                 Propagation._terminal(self, node, _CANCELLED)
             elif current is _READY and node not in offered and node not in claimed:
-                self.ready.remove(node)  # offers stay a prefix of the queue
+                queued.add(node)  # offers stay a prefix of the queue
                 self._set(node, _SKIPPED)
                 Propagation._terminal(self, node, _SKIPPED)
+        self.ready.remove_all(queued)  # one pass: a map may have 100k children
 
 
 def collect(run: MapRun) -> dict[Any, Any]:

@@ -63,6 +63,13 @@ class FifoReady:
     def remove(self, node: int) -> None:
         self._queue.remove(node)
 
+    def remove_all(self, nodes: set[int]) -> None:
+        """Remove many nodes at once: one pass over the queue (a stop, a failed map)."""
+        if nodes:
+            kept = [node for node in self._queue if node not in nodes]
+            self._queue.clear()
+            self._queue.extend(kept)
+
     def clear(self) -> None:
         self._queue.clear()
 
@@ -70,7 +77,7 @@ class FifoReady:
 class RankedReady:
     """READY nodes by priority, then READY order, per resource signature."""
 
-    __slots__ = ("_count", "_gone", "_heaps", "_priorities", "_seq", "_signatures")
+    __slots__ = ("_count", "_gone", "_heaps", "_priorities", "_queued", "_seq", "_signatures")
     fifo = False
 
     def __init__(self, priorities: Sequence[int], resources: Sequence[Mapping[str, int]]) -> None:
@@ -79,6 +86,7 @@ class RankedReady:
         self._heaps: dict[Signature, list[tuple[int, int, int]]] = {}
         self._seq = itertools.count()
         self._gone: set[tuple[int, int]] = set()  # (node, seq) removed, lazily
+        self._queued: dict[int, int] = {}  # node -> seq of its live entry: remove in O(1)
         self._count = 0
 
     def __len__(self) -> int:
@@ -97,7 +105,8 @@ class RankedReady:
             heap = heaps.get(signatures[node])
             if heap is None:
                 heap = heaps[signatures[node]] = []
-            heapq.heappush(heap, (-priorities[node], next(self._seq), node))
+            seq = self._queued[node] = next(self._seq)
+            heapq.heappush(heap, (-priorities[node], seq, node))
         self._count += len(nodes)
 
     def add_like(self, model: int, count: int) -> None:
@@ -115,20 +124,25 @@ class RankedReady:
         if best is None:
             return None
         self._count -= 1
-        return heapq.heappop(best)[2]
+        node = heapq.heappop(best)[2]
+        del self._queued[node]
+        return node
 
     def remove(self, node: int) -> None:
-        for heap in self._heaps.values():
-            for _, seq, queued in heap:
-                if queued == node and (node, seq) not in self._gone:
-                    self._gone.add((node, seq))
-                    self._count -= 1
-                    return
-        raise ValueError(f"node {node} is not queued")
+        seq = self._queued.pop(node, None)
+        if seq is None:
+            raise ValueError(f"node {node} is not queued")
+        self._gone.add((node, seq))  # dropped when it reaches its heap's head
+        self._count -= 1
+
+    def remove_all(self, nodes: set[int]) -> None:
+        for node in nodes:
+            self.remove(node)
 
     def clear(self) -> None:
         self._heaps.clear()
         self._gone.clear()
+        self._queued.clear()
         self._count = 0
 
     def _drop_gone(self, heap: list[tuple[int, int, int]]) -> None:

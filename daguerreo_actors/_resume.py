@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from daguerreo_actors._errors import JournalError
 from daguerreo_actors._fingerprint import task_fingerprint, tasks_fingerprint
 from daguerreo_actors._graph import topological_order
-from daguerreo_actors._journal import JobJournal, Journal, open_journal
+from daguerreo_actors._journal import JobJournal, Journal
 from daguerreo_actors._logging import log_outside
 from daguerreo_actors._resume_maps import completed_maps, restore_maps
 from daguerreo_actors._serializer import PICKLE, Serializer
@@ -80,6 +80,15 @@ def resume(
         raise
 
 
+def open_journal(journal: object) -> tuple[Journal, bool]:
+    """A ``journal=`` argument as a Journal, and whether the job owns (closes) it."""
+    if isinstance(journal, Journal):
+        return journal, False
+    if isinstance(journal, (str, os.PathLike)):
+        return Journal(journal), True
+    raise TypeError(f"journal must be None, a path or a Journal, got {type(journal).__name__}")
+
+
 def check_serializer(serializer: object) -> Serializer:
     if serializer is None:
         return PICKLE
@@ -116,8 +125,9 @@ def start_journal(
         restored: list[tuple[int, Mapping[Any, Any]]] = []
         blobs: list[tuple[str, Any, Any]] = []
         children: dict[str, Mapping[Any, Any]] = {}
+        rows: list[tuple[str, str]] = []
         if plan is not None:
-            restored, blobs, children = _restorable(
+            restored, blobs, children, rows = _restorable(
                 opened, plan.job_id, graph, fingerprints, serializer, tasks
             )
         side = opened.open_job(
@@ -132,6 +142,7 @@ def start_journal(
             owned=owned,
             resumed=None if plan is None else plan.job_id,
             restored=blobs,
+            restored_rows=rows,
         )
     except BaseException:
         if owned:
@@ -149,7 +160,10 @@ def _restorable(
     serializer: Serializer,
     tasks: Sequence[Task],
 ) -> tuple[
-    list[tuple[int, Mapping[Any, Any]]], list[tuple[str, Any, Any]], dict[str, Mapping[Any, Any]]
+    list[tuple[int, Mapping[Any, Any]]],
+    list[tuple[str, Any, Any]],
+    dict[str, Mapping[Any, Any]],
+    list[tuple[str, str]],
 ]:
     names = graph.names
     position = {name: node for node, name in enumerate(names)}
@@ -189,13 +203,13 @@ def _restorable(
             continue
         restored.append((node, decode(task, blob)))
         blobs.append((task, blob, reads))
-    whole_maps, children, child_blobs = restore_maps(maps[0], reasons, *maps[1:])
+    whole_maps, children, child_blobs, rows = restore_maps(maps[0], reasons, *maps[1:])
     restored += whole_maps
     blobs += child_blobs
     for node, why in reasons.items():
         if names[node] in done:
             log_outside(logging.INFO, "task_rerun", job_id=old_job, task=names[node], reason=why)
-    return restored, blobs, children
+    return restored, blobs, children, rows
 
 
 def _decode(serializer: Serializer, old_job: str, task: str, blob: Any) -> Mapping[Any, Any]:

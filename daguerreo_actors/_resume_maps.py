@@ -15,7 +15,9 @@ not to run again (same fingerprint, its inputs restored) is:
   and only the others run (``_map_shell.py``).
 
 Either way the children's outputs are copied into the new job, so it can
-be resumed in turn.
+be resumed in turn; a map restored whole also gets its children's fates
+copied as restored transitions (the new job never expands it, so a later
+resume counts its children from those rows).
 """
 
 from __future__ import annotations
@@ -52,8 +54,14 @@ def restore_maps(
     transitions: list[tuple[Any, ...]],
     fingerprints: Sequence[str],
     decode: Callable[[str, Any], Mapping[Any, Any]],
-) -> tuple[list[tuple[int, Mapping[Any, Any]]], dict[str, Mapping[Any, Any]], list[Any]]:
-    """What mapped tasks restore: (whole ones, by node), (children, by name), blobs to copy."""
+) -> tuple[
+    list[tuple[int, Mapping[Any, Any]]],
+    dict[str, Mapping[Any, Any]],
+    list[Any],
+    list[tuple[str, str]],
+]:
+    """What mapped tasks restore: (whole ones, by node), (children, by name), blobs to copy,
+    and the (child, final state) of the maps restored whole."""
     mapped = {
         task.name: node
         for node, task in enumerate(tasks)
@@ -62,8 +70,9 @@ def restore_maps(
     whole: list[tuple[int, Mapping[Any, Any]]] = []
     children: dict[str, Mapping[Any, Any]] = {}
     blobs: list[Any] = []
+    rows: list[tuple[str, str]] = []
     if not mapped:
-        return whole, children, blobs
+        return whole, children, blobs, rows
     outputs: dict[int, dict[int, Mapping[Any, Any]]] = {}
     for task, blob, fingerprint, reads in recorded:
         match = _CHILD.fullmatch(task)
@@ -74,11 +83,8 @@ def restore_maps(
         outputs.setdefault(node, {})[int(match.group(2))] = output  # type: ignore[union-attr]
         children[task] = output
         blobs.append((task, blob, reads))
-    failed = {
-        (name, index)
-        for name, index, state in _children_states(transitions, mapped)
-        if state in _FAILED
-    }
+    states = {(name, index): state for name, index, state in _children_states(transitions, mapped)}
+    failed = {child for child, state in states.items() if state in _FAILED}
     for node, count in completed.items():
         if node in rerun:
             continue
@@ -88,7 +94,8 @@ def restore_maps(
             whole.append((node, collect(run)))
             for i in range(count):
                 children.pop(f"{name}[{i}]", None)
-    return whole, children, blobs
+                rows.append((f"{name}[{i}]", states.get((name, i), "completed")))
+    return whole, children, blobs, rows
 
 
 _CHILD = re.compile(r"(.+)\[(\d+)\]")

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._attempt import Attempt
-from daguerreo_actors._errors import invalid_result_message
+from daguerreo_actors._errors import InvalidOutput, invalid_result_message
 from daguerreo_actors._logging import log_outside
 from daguerreo_actors._map_child import MapChild, child_output_error
 from daguerreo_actors._pool import Runnable, shared_pool
@@ -149,6 +149,8 @@ class TaskActor:
                     if reason is not None:
                         return self._job.commit_invalid(attempt, value, reason, here=here)
                     return self._job.commit_returned(attempt, output, here=here, merge=False)
+            elif type(value) is InvalidOutput:  # a dag task's wrong-shaped return
+                return self._job.commit_invalid(attempt, value.value, value.reason, here=here)
             else:
                 reason = invalid_result_message(self.name, value)
                 return self._job.commit_invalid(attempt, value, reason, here=here)

@@ -9,6 +9,7 @@ order, before anything is raised.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -16,6 +17,9 @@ from daguerreo_actors._errors import InvalidTasksError, TaskError
 from daguerreo_actors._graph import Graph, build_adjacency, find_cycles
 from daguerreo_actors._task import TASK_KEYS, Task, field_errors
 from daguerreo_actors._text import did_you_mean
+
+#: The names a mapped task's children take (``task[i]``, ``_map_shell.py``).
+_CHILD_NAME = re.compile(r"(.+)\[(\d+)\]")
 
 
 def validate_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...]:
@@ -91,6 +95,18 @@ def _build_graph(
             index[task.name] = position
     for name, count in duplicates.items():
         errors.append(TaskError("duplicate-name", name, f"the name is used by {count} tasks"))
+    mapped = {task.name for task in converted if task.map_over is not None}
+    if mapped:
+        for task in converted:
+            match = _CHILD_NAME.fullmatch(task.name)
+            if match is not None and match.group(1) in mapped:
+                errors.append(
+                    TaskError(
+                        "duplicate-name",
+                        task.name,
+                        f"the name is that of a child of the mapped task {match.group(1)!r}",
+                    )
+                )
 
     dependencies: list[tuple[int, ...]] = []
     for task in converted:

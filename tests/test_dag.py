@@ -172,17 +172,51 @@ def test_decorated_functions_stay_callable_as_themselves() -> None:
     assert (result.ctx["low"], result.ctx["high"]) == (5, 9)
 
 
-def test_a_wrong_number_of_outputs_fails_the_task_naming_it() -> None:
+def test_a_wrong_number_of_outputs_is_invalid_result_naming_the_task_never_retried(
+    logs: Any,
+) -> None:
     dag = d.Dag()
+    calls: list[int] = []
 
-    @dag.task(outputs=("a", "b"), max_retries=0)
+    @dag.task(outputs=("a", "b"), max_retries=3)
     def pair() -> tuple[int, ...]:
+        calls.append(1)
         return (1, 2, 3)
 
     result = dag.run().get(timeout=WAIT)
     assert result.failed_task == "pair"
-    assert "outputs=('a', 'b')" in str(result.exception)
-    assert "3 values" in str(result.exception)
+    assert result.task_states["pair"] is TaskState.INVALID_RESULT
+    assert result.invalid_result == (1, 2, 3)
+    [entry] = [e for e in logs if e.get("new_state") == "invalid_result"]
+    assert "task 'pair' declares outputs=('a', 'b')" in entry["error"]
+    assert "3 values" in entry["error"]
+    assert calls == [1]
+
+
+def test_a_ctx_with_keys_that_are_not_str_still_gets_did_you_mean() -> None:
+    dag = d.Dag()
+
+    @dag.task
+    def a(api_url: str) -> int:
+        return 1
+
+    with pytest.raises(d.InvalidTasksError, match=r"did you mean 'api_ur'\?"):
+        dag.validate({1: 2, ("t",): 3, "api_ur": 1})
+
+
+def test_a_function_with_no_name_needs_name_and_outputs() -> None:
+    import functools
+
+    def base(x: int, y: int) -> tuple[int]:
+        return (x + y,)
+
+    dag = d.Dag()
+    dag.task(functools.partial(base, 1))
+    with pytest.raises(d.InvalidTasksError, match=r"no __name__.*give it name= and outputs="):
+        dag.validate(["y"])
+    named = d.Dag()
+    named.task(name="add", outputs=("sum",))(functools.partial(base, 1))
+    assert named.run(ctx={"y": 2}).get(timeout=WAIT).ctx["sum"] == 3
 
 
 def test_defaults_is_active_and_async_functions() -> None:

@@ -414,3 +414,157 @@ def test_an_async_mapped_task_runs_its_children_on_the_event_loop() -> None:
 
     result = d.run([Task("m", later, map_over="xs")], ctx={"xs": [1, 2, 3]}).get(timeout=WAIT)
     assert result.ctx["y"] == [2, 3, 4]
+
+
+def test_a_resumed_map_restored_whole_can_be_restored_whole_again(tmp_path: Any) -> None:
+    path = tmp_path / "maps.db"
+    BROKEN.clear()
+    BROKEN.add(-1)
+    options: dict[str, Any] = {"journal": path, "ctx": {"xs": [1, 2, 3]}}
+    assert d.run(resumable(), **options).get(timeout=WAIT).failed_task == "sum"
+    # The second job restores the map whole (its children never become nodes)...
+    assert d.resume(resumable(), **options).get(timeout=WAIT).failed_task == "sum"
+    BROKEN.clear()
+    CALLS.clear()
+    # ... and records their fates, so a third job restores it whole too.
+    third = d.resume(resumable(), **options).get(timeout=WAIT)
+    assert third.state is JobState.COMPLETED
+    assert CALLS == [-1]
+    assert third.ctx["got"] == [10, 20, 30]
+    assert third.ctx["sum"] == 60
+
+
+def test_mapping_an_empty_sequence_with_a_journal_completes(tmp_path: Any) -> None:
+    path = tmp_path / "maps.db"
+    BROKEN.clear()
+    tasks = [
+        Task("fetch", fetch_item, map_over="xs"),
+        Task("count", lambda ctx, _a: {"n": len(ctx.get("got", []))}, ["fetch"]),
+    ]
+    result = d.run(tasks, ctx={"xs": []}, journal=path).get(timeout=WAIT)
+    assert result.state is JobState.COMPLETED, result.exception
+    assert result.ctx["n"] == 0
+    with pytest.raises(d.JournalError, match="no job to resume"):  # it completed
+        d.resume(tasks, ctx={"xs": []}, journal=path)
+
+
+def test_a_mapped_output_merged_while_another_task_commits_keeps_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The mapped task's output is merged on the JobActor's drain while a pool
+    # thread commits another result: the book swapped must be the one merged.
+    from daguerreo_actors import _ctx
+
+    in_merge, other_merged = threading.Event(), threading.Event()
+    merged = _ctx.CtxBook.merged
+
+    def merged_slowly(self: Any, output: Any, node: int, graph: Any) -> Any:
+        book = merged(self, output, node, graph)
+        if "y" in output:  # the mapped task's collected output
+            in_merge.set()
+            assert other_merged.wait(WAIT)
+            # Let the other thread swap its book (a few µs) before this one does.
+            threading.Event().wait(0.05)
+        elif "z" in output:
+            other_merged.set()
+        return book
+
+    monkeypatch.setattr(_ctx.CtxBook, "merged", merged_slowly)
+
+    def other(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        assert in_merge.wait(WAIT)
+        return {"z": 1}
+
+    result = d.run(
+        [
+            Task("m", give("y", 1), map_over="xs"),
+            Task("t", other),
+            Task("u", lambda ctx, _a: {"w": ctx["z"] + 1}, ["t"], max_retries=0),
+        ],
+        ctx={"xs": [1]},
+        max_concurrency=2,
+    ).get(timeout=WAIT)
+    assert result.state is JobState.COMPLETED, result.exception
+    assert result.ctx["w"] == 2
+
+
+def test_a_failed_map_takes_back_its_offered_children_under_continue() -> None:
+    failed = threading.Event()
+    began: list[int] = []
+
+    def child(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        began.append(ctx["item"])
+        if ctx["item"] == 0:
+            raise ValueError("boom")
+        assert failed.wait(WAIT)  # until the parent has failed
+        return {"y": ctx["item"]}
+
+    def on_event(event: d.Event) -> None:
+        if isinstance(event, TaskEvent) and event.task == "m" and event.new_state is FAILED:
+            failed.set()
+
+    result = d.run(
+        [Task("m", child, map_over="xs", max_retries=0), Task("other", give("o", 1))],
+        ctx={"xs": list(range(40))},
+        max_concurrency=2,
+        on_failure="continue",
+        listeners=[on_event],
+    ).get(timeout=WAIT)
+    assert result.task_states["m"] is FAILED
+    assert result.ctx["o"] == 1
+    # Only the two children running when child 0 failed ever began.
+    assert sorted(began) == [0, 1]
+    skipped = [n for n, s in result.task_states.items() if s is TaskState.SKIPPED]
+    assert len(skipped) == 38
+
+
+FAILED = TaskState.FAILED
+
+
+@pytest.mark.timeout(10)  # about 0.3 s; the quadratic removal took about 27 s
+@pytest.mark.parametrize("on_failure", ["stop", "continue"])
+def test_a_failing_map_of_50k_children_with_priorities_ends_without_quadratic_removal(
+    on_failure: str,
+) -> None:
+    # Removing each queued child scanned every heap: 50k children took minutes.
+    def child(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+        if ctx["item"] == 0:
+            raise ValueError("boom")
+        return {}
+
+    result = d.run(
+        [Task("m", child, map_over="xs", max_retries=0, priority=1), Task("o", give("o", 1))],
+        ctx={"xs": list(range(50_000))},
+        max_concurrency=1,
+        on_failure=on_failure,
+    ).get(timeout=WAIT * 4)
+    assert result.failed_task == "m[0]"
+    assert result.task_states["m[49999]"] is TaskState.SKIPPED
+
+
+def test_a_task_named_like_a_mapped_tasks_child_is_rejected() -> None:
+    with pytest.raises(d.InvalidTasksError, match=r"\[duplicate-name\] task 'm\[0\]'"):
+        d.run([Task("m", give("y", 1), map_over="xs"), Task("m[0]", give("z", 1))])
+
+
+def test_the_progress_display_counts_the_children(tmp_path: Any) -> None:
+    from rich.console import Console
+
+    out = tmp_path / "progress.txt"
+    with out.open("w") as file:
+        progress = d.ProgressListener(1, console=Console(file=file, width=120))
+        job = d.run(
+            [Task("m", give("y", 1), map_over="xs")],
+            ctx={"xs": list(range(50))},
+            listeners=[progress],
+        )
+        assert job.get(timeout=WAIT).ok
+        assert job.wait_for_listeners(WAIT)
+    assert "51/51" in out.read_text()
+
+
+def test_an_unmappable_value_logs_the_duration_of_its_check(logs: Any) -> None:
+    result = d.run([Task("m", give("y", 1), map_over="xs")], ctx={"xs": 3}).get(timeout=WAIT)
+    assert result.task_states["m"] is TaskState.INVALID_RESULT
+    entry = next(e for e in logs if e.get("new_state") == "invalid_result")
+    assert 0 <= entry["duration"] < 5
