@@ -149,6 +149,9 @@ class Books:
         self.initial_ctx: Mapping[Any, Any] = {} if ctx is None else ctx
         self.outputs: list[Mapping[Any, Any]] = []
         self.job_state = JobState.IDLE
+        #: True once the job is in a terminal state (read on every report: a
+        #: plain attribute, not a property).
+        self.ended = False
         self.record = record
         self.transitions: list[Transition] = []
         # (position in ``transitions`` when it happened, old, new): lets the
@@ -170,11 +173,6 @@ class Books:
         self.offered: set[int] = set()
         self.claimed: dict[int, None] = {}  # an ordered set: claims in queue order
         self._revoke = revoke
-
-    @property
-    def ended(self) -> bool:
-        """True once the job is in a terminal state."""
-        return self.job_state.is_terminal
 
     def take_transitions(self) -> list[Transition]:
         taken = self.transitions
@@ -270,6 +268,7 @@ class Books:
         if (old, new) not in JOB_TRANSITIONS:
             raise InternalError(f"illegal job transition: {old} -> {new}")
         self.job_state = new
+        self.ended = new.is_terminal
         self.job_transitions.append((len(self.transitions), old, new))
 
     # -- provided by the Scheduler -----------------------------------------

@@ -53,6 +53,13 @@ class Propagation(Books):
         self._ended_queue.append((node, new))
         if failure is not None:
             self.failures.append(failure)
+        if self.parent_of:  # a mapped task's child (``_maps.py``): checked inline, hot path
+            parent = self.parent_of.get(node)
+            if parent is not None:
+                self._child_ended(parent, new, failure)
+
+    def _child_ended(self, parent: int, new: TaskState, failure: Failure | None) -> None:
+        raise NotImplementedError  # MapCore's
 
     def _propagate(self) -> None:
         queue = self._ended_queue

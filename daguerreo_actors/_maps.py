@@ -181,13 +181,6 @@ class MapCore(Propagation):
         if run is not None:
             run.outputs[child - run.first] = output
 
-    def _terminal(self, node: int, new: TaskState, failure: Failure | None = None) -> None:
-        Propagation._terminal(self, node, new, failure)
-        if self.parent_of:
-            parent = self.parent_of.get(node)
-            if parent is not None:
-                self._child_ended(parent, new, failure)
-
     def _settle(self) -> list[int]:
         raise NotImplementedError
 
@@ -206,7 +199,7 @@ class MapCore(Propagation):
     def _fail_map(self, parent: int, run: MapRun, failure: Failure) -> None:
         del self.maps[parent]
         self._set(parent, _FAILED, exception=failure.exception)
-        Propagation._terminal(self, parent, _FAILED)
+        self._terminal(parent, _FAILED)
         self._cancel_children(range(run.first, run.first + run.count))
         self._count_failure(failure)
 
@@ -228,11 +221,11 @@ class MapCore(Propagation):
             current = states[node]
             if current is _EXCEPTION or current is _TIMED_OUT:
                 self._set(node, _CANCELLED)  # a retry was waiting
-                Propagation._terminal(self, node, _CANCELLED)
+                self._terminal(node, _CANCELLED)
             elif current is _READY and node not in offered and node not in claimed:
                 queued.add(node)  # offers stay a prefix of the queue
                 self._set(node, _SKIPPED)
-                Propagation._terminal(self, node, _SKIPPED)
+                self._terminal(node, _SKIPPED)
         self.ready.remove_all(queued)  # one pass: a map may have 100k children
 
 

@@ -166,6 +166,22 @@ def job_options(
         on_conflict=on_conflict,
         on_failure=on_failure,
         capacity=dict(resources or {}),
-        retries=tuple(resolve(t.max_retries, t.retry, max_retries, retry) for t in tasks),
+        retries=_resolve_all(tasks, max_retries, retry),
         seed=random.getrandbits(64) if seed is None else seed,
     )
+
+
+def _resolve_all(
+    tasks: Sequence[Task], max_retries: int | None, retry: RetryPolicy | None
+) -> tuple[Resolved, ...]:
+    """Each task's retries and policy, resolved once per distinct pair (most tasks
+    share one: resolving each cost two calls per task of every job)."""
+    resolved: dict[tuple[int | None, int], Resolved] = {}
+    found = []
+    for task in tasks:
+        key = (task.max_retries, id(task.retry))  # the tasks keep each policy alive
+        one = resolved.get(key)
+        if one is None:
+            one = resolved[key] = resolve(task.max_retries, task.retry, max_retries, retry)
+        found.append(one)
+    return tuple(found)

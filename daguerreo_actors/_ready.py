@@ -30,48 +30,29 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 Signature = tuple[tuple[str, int], ...]
 
 
-class FifoReady:
-    """READY nodes in start order; see the module docstring."""
+class FifoReady(deque[int]):
+    """READY nodes in start order; see the module docstring.
 
-    __slots__ = ("_queue",)
+    A deque itself: ``len``, ``ready[i]``, ``popleft`` and ``remove`` on the
+    scheduling path are C calls (a wrapper's methods cost a Python call
+    each, several per task).
+    """
+
+    __slots__ = ()
     fifo = True
-
-    def __init__(self) -> None:
-        self._queue: deque[int] = deque()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._queue)
-
-    def __getitem__(self, position: int) -> int:
-        return self._queue[position]
-
-    def extend(self, nodes: Sequence[int]) -> None:
-        self._queue.extend(nodes)
 
     def add_like(self, model: int, count: int) -> None:
         """``count`` new nodes ranked as ``model`` (a mapped task's children)."""
 
-    def popleft(self) -> int:
-        return self._queue.popleft()
-
     def take(self, fits: Callable[[int], bool]) -> int | None:
-        return self._queue.popleft() if self._queue else None
-
-    def remove(self, node: int) -> None:
-        self._queue.remove(node)
+        return self.popleft() if self else None
 
     def remove_all(self, nodes: set[int]) -> None:
         """Remove many nodes at once: one pass over the queue (a stop, a failed map)."""
         if nodes:
-            kept = [node for node in self._queue if node not in nodes]
-            self._queue.clear()
-            self._queue.extend(kept)
-
-    def clear(self) -> None:
-        self._queue.clear()
+            kept = [node for node in self if node not in nodes]
+            self.clear()
+            self.extend(kept)
 
 
 class RankedReady:

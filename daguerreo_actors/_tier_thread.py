@@ -47,7 +47,7 @@ class ThreadTier:
             value = fn(ctx, attempt.is_active)
         except BaseException as exc:  # noqa: BLE001 - user code must not take us down
             return report.raised(attempt, exc, here=True)
-        if inspect.iscoroutine(value):
+        if type(value) is not dict and inspect.iscoroutine(value):  # a dict: no call
             from daguerreo_actors._tier_async import ASYNC
 
             ASYNC.run(attempt, value, report)
