@@ -30,13 +30,14 @@ job; a row about 4 µs in a batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from daguerreo_actors._errors import JournalError
@@ -252,17 +253,27 @@ class Store:
     # -- reading -------------------------------------------------------------------
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._locked("read"):
             return list(self._db.execute(sql, params))
 
     def close(self) -> None:
         if self._timers is not None:
             self._timers.close()
         self.drain()
-        with self._lock:
+        with self._locked("close"):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+    @contextlib.contextmanager
+    def _locked(self, what: str) -> Iterator[None]:
+        """The connection, waited for at most COMMIT_TIMEOUT (every wait has a deadline)."""
+        if not self._lock.acquire(timeout=COMMIT_TIMEOUT):
+            raise JournalError(f"cannot {what} the journal {self.path!r}: it stayed busy")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 def _insert(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
