@@ -14,6 +14,7 @@ Interleaved, medians of µs per task at max_concurrency=2.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -26,15 +27,20 @@ from bench.engines import functions
 
 def _timed(runs: dict[str, Callable[[], Any]], n: int, reps: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(reps):
-        for name, runner in runs.items():
+    order = list(runs.items())
+    for rep in range(reps):
+        # Alternate the order and start each run from a collected heap: the
+        # run that came second paid for the first one's garbage (the conflict
+        # row read x1.43 that way; x0.94-1.05 measured alternated).
+        for name, runner in order if rep % 2 == 0 else order[::-1]:
+            gc.collect()
             started = time.perf_counter()
             runner()
             times[name].append((time.perf_counter() - started) / n * 1e6)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def resource_cost(n: int = 10_000, reps: int = 5) -> dict[str, float]:
+def resource_cost(n: int = 10_000, reps: int = 7) -> dict[str, float]:
     spec = shapes.build("wide", n)
     fns = functions(spec, "noop")
     plain = [d.Task(name, fns[name], deps) for name, deps in spec]
@@ -50,7 +56,7 @@ def resource_cost(n: int = 10_000, reps: int = 5) -> dict[str, float]:
     return _timed({"without": run(plain), "two resources": run(held, resources=capacity)}, n, reps)
 
 
-def conflict_cost(n: int = 10_000, reps: int = 5) -> dict[str, float]:
+def conflict_cost(n: int = 10_000, reps: int = 7) -> dict[str, float]:
     spec = shapes.build("wide", n)
     fns = functions(spec, "newkey")
     tasks = [d.Task(name, fns[name], deps) for name, deps in spec]

@@ -5,6 +5,7 @@ See the README for the guarantees; the names below are the whole public API.
 
 from typing import TYPE_CHECKING, Any
 
+from daguerreo_actors._configure_logging import configure_logging
 from daguerreo_actors._console import ProgressListener, event_logger
 from daguerreo_actors._dag import Dag
 from daguerreo_actors._diagram import to_dot, to_mermaid
@@ -20,7 +21,6 @@ from daguerreo_actors._errors import (
 )
 from daguerreo_actors._events import Event, JobEvent, TaskEvent
 from daguerreo_actors._job import Job, cancel
-from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
 from daguerreo_actors._result import Failure, JobResult, KeyConflict, Straggler
 from daguerreo_actors._retry import RetryPolicy

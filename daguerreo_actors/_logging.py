@@ -30,10 +30,9 @@ test, before any field is built.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from daguerreo_actors._logwriter import writer
 from daguerreo_actors._result import KeyConflict
@@ -122,12 +121,7 @@ class TransitionLog:
 
     def __init__(self, job_id: str, *, log_values: bool = False) -> None:
         # Called in run(), on the caller's thread: resolving the levels may
-        # run the application's wrapper class. structlog is imported on the
-        # first run(), not with the package: it pulls in rich (20 ms+).
-        import structlog
-
-        bound = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
-        self._bound = bound
+        # run the application's wrapper class.
         self._job_id = job_id
         self._put = writer().put
         self.log_values = log_values
@@ -135,6 +129,16 @@ class TransitionLog:
         # per-task chatter would flood an application that never asked for
         # it. Until the application configures structlog, only warnings and
         # errors are emitted (stdlib logging's own default for libraries).
+        structlog = sys.modules.get("structlog")
+        if structlog is None:
+            # Nobody imported structlog, so nobody configured it: it is
+            # imported only if an entry is written (on the log writer's
+            # thread). Importing it cost a job 60-100 ms (it pulls in rich).
+            self._bound: Any = _LazyLogger(job_id)
+            self.debug_enabled = self.info_enabled = False
+            self.warning_enabled = self.error_enabled = True
+            return
+        bound = self._bound = structlog.get_logger(LOGGER_NAME).bind(job_id=job_id)
         configured = structlog.is_configured()
         self.debug_enabled = configured and _enabled(bound, logging.DEBUG)
         self.info_enabled = configured and _enabled(bound, logging.INFO)
@@ -335,6 +339,23 @@ class _ValueFields:
         fields["result"] = cut(safe_repr(self._value), VALUE_LIMIT)
 
 
+class _LazyLogger:
+    """A job's structlog logger, bound when the log writer first writes with it."""
+
+    __slots__ = ("_bound", "_job_id")
+
+    def __init__(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._bound: Any = None
+
+    def log(self, level: int, event: str, **fields: Any) -> Any:
+        if self._bound is None:
+            import structlog
+
+            self._bound = structlog.get_logger(LOGGER_NAME).bind(job_id=self._job_id)
+        return self._bound.log(level, event, **fields)
+
+
 def log_outside(level: int, event: str, **fields: Any) -> None:
     """Log from outside a job's path (pool threads, listener proxies), safely.
 
@@ -352,91 +373,3 @@ def log_outside(level: int, event: str, **fields: Any) -> None:
         writer().put(structlog.get_logger(LOGGER_NAME), level, event, fields, prepare)
     except BaseException:  # noqa: BLE001 - logging must never break a job
         pass
-
-
-_LEVEL_NAMES = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
-
-
-def _dumps(entry: Any, **kwargs: Any) -> str:
-    """json.dumps that never raises on an entry's values.
-
-    ``default=repr`` covers unknown types, not what json.dumps rejects
-    outright (non-str keys such as tuples in a logged result, circular
-    values): such a value is logged as its repr. An exception here would
-    escape from the engine's logging call.
-    """
-    import json
-
-    try:
-        return json.dumps(entry, **kwargs)
-    except (TypeError, ValueError, RecursionError):
-        safe: dict[str, Any] = {}
-        for key, value in entry.items():
-            try:
-                json.dumps(value, **kwargs)
-            except (TypeError, ValueError, RecursionError):
-                value = repr(value)
-            safe[str(key)] = value
-        return json.dumps(safe, **kwargs)
-
-
-# The file configure_logging opened last; closed when it is called again.
-_log_file: TextIO | None = None
-
-
-def configure_logging(
-    json_file: str | os.PathLike[str] | TextIO | None = None,
-    level: str | int = "info",
-) -> None:
-    """Route structlog to JSON lines, in the shape ``daguerreo-actors tail`` reads.
-
-    An optional helper for applications (the library never calls it): one
-    JSON object per line, with ``timestamp`` (ISO 8601, UTC) and ``level``,
-    written to ``json_file`` (a path, appended to, or an open text file) or
-    to stderr. ``level`` is a name (``"debug"`` shows every task transition;
-    ``"info"``, the default, job transitions and failures) or a
-    ``logging`` level number. This configures structlog globally, for the
-    whole application, as any structlog configuration does.
-    """
-    import structlog
-
-    global _log_file
-    if isinstance(level, str):
-        try:
-            number = _LEVEL_NAMES[level.lower()]
-        except KeyError:
-            names = ", ".join(_LEVEL_NAMES)
-            raise ValueError(f"level must be one of {names} or an int, got {level!r}") from None
-    elif isinstance(level, int) and not isinstance(level, bool):
-        number = level
-    else:
-        raise TypeError(f"level must be a str or an int, got {type(level).__name__}")
-    if json_file is None:
-        stream: TextIO = sys.stderr
-    elif isinstance(json_file, (str, os.PathLike)):
-        stream = open(json_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - kept open
-    else:
-        stream = json_file
-    previous = _log_file
-    # Only a file we opened is ours to close later.
-    _log_file = stream if isinstance(json_file, (str, os.PathLike)) else None
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps, default=repr),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
-    )
-    if previous is not None and previous is not stream:
-        previous.close()

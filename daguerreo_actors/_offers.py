@@ -4,7 +4,9 @@ Why: with no-op tasks almost all of a job's cost was thread hand-offs (a
 pool thread slept after each task until the JobActor dispatched the next).
 So the JobActor *offers* the head of its ready queue: it publishes up to
 ``OFFERS_PER_SLOT * max_concurrency`` READY nodes, each with its TaskActor
-and :class:`~daguerreo_actors._attempt.Attempt` made in advance. A pool
+and :class:`~daguerreo_actors._attempt.Attempt` made in advance, topped up
+once half of them are taken (in batches: topping up after every report
+cost a call chain per task). A pool
 thread whose attempt finished while still wanted has freed a slot, so it may
 take the first offer and run it at once. This is the one explanation; the
 core (``_scheduler.py``) and the shell (``_job_actor.py``, ``_task_actor.py``)

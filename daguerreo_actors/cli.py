@@ -48,11 +48,11 @@ from daguerreo_actors._cli_output import (
     repr_lines,
     summary_lines,
 )
+from daguerreo_actors._configure_logging import configure_logging
 from daguerreo_actors._console import ProgressListener
 from daguerreo_actors._diagram import to_dot, to_mermaid
 from daguerreo_actors._errors import JournalError, invalid_result_message
 from daguerreo_actors._job import Job
-from daguerreo_actors._logging import configure_logging
 from daguerreo_actors._result import JobResult
 from daguerreo_actors._run import run as run_job
 from daguerreo_actors._states import JobState, TaskState

@@ -19,7 +19,7 @@ from helpers import WAIT, Ctx, IsActive, fails_once
 
 import daguerreo_actors as d
 from daguerreo_actors import JobReport, JobState, Task
-from daguerreo_actors import _logging as logging_module
+from daguerreo_actors import _configure_logging as configure_module
 from daguerreo_actors._logfile import parse_entry
 
 
@@ -199,13 +199,13 @@ def test_an_open_stream_is_written_and_left_open() -> None:
 
 def test_configuring_again_closes_the_file_it_had_opened(tmp_path: Path) -> None:
     d.configure_logging(json_file=tmp_path / "first.jsonl")
-    first = logging_module._log_file
+    first = configure_module._log_file
     assert first is not None
     assert not first.closed
     d.configure_logging(json_file=tmp_path / "second.jsonl")
     assert first.closed
     d.configure_logging(json_file=io.StringIO())
-    assert logging_module._log_file is None
+    assert configure_module._log_file is None
 
 
 @pytest.mark.parametrize(
@@ -284,6 +284,30 @@ def test_logging_that_raises_outside_the_job_actor_breaks_nothing() -> None:
 
 
 # -- the library leaves logging alone ---------------------------------------------------
+
+
+def test_a_job_imports_structlog_only_when_it_writes_an_entry() -> None:
+    # Importing structlog (it pulls in rich) cost the first job 60-100 ms,
+    # and stamped its first JobEvent that late.
+    code = (
+        "import sys, daguerreo_actors as d\n"
+        "from daguerreo_actors._logwriter import flush\n"
+        "def f(ctx, is_active): return {}\n"
+        "def boom(ctx, is_active): raise ValueError('nope')\n"
+        "assert d.run([d.Task('a', f)]).get(timeout=10).ok\n"
+        "assert 'structlog' not in sys.modules, 'imported by a quiet job'\n"
+        "assert not d.run([d.Task('b', boom, max_retries=0)]).get(timeout=10).ok\n"
+        "assert flush(10)\n"
+        "assert 'structlog' in sys.modules\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    # The failure's entries are written all the same, with the job's id.
+    assert "task_transition" in completed.stdout
+    assert "error_type=ValueError" in completed.stdout
+    assert "job_id=" in completed.stdout
 
 
 def test_importing_the_library_does_not_configure_logging() -> None:
