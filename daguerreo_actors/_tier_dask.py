@@ -4,14 +4,17 @@
 (``pure=False``, no Dask-level retries: retries are ours). The JobActor
 keeps the state machine, the events and the guarantees.
 
-``is_active()`` on a worker reads a ``distributed.Event`` named after the
-job, node and attempt: the event is *set* while the attempt is wanted, and
-cleared when it is abandoned (timeout, cancel, the job's end) or done. A
-cleared event with no waiters is forgotten by the scheduler, so nothing is
-left behind on the cluster. The event is set before the task is submitted,
-so a worker never sees it unset too early. Talking to the scheduler can
-block, so setting happens on the pool thread that starts the attempt and
-clearing on another pooled thread, never on the JobActor's.
+``is_active()`` on a worker reads one ``distributed.Variable`` per job:
+the names of the job's attempts that were abandoned (timeout, cancel, the
+job's end). Abandons are rare and starts are not, so an attempt costs the
+client no scheduler round trip of its own: a per-attempt ``Event``, set
+before each submit and cleared after, cost about 1.1 ms of round trips per
+attempt and half a chain's time (bench/DESIGN.md). The set is published
+whole, newest last, from a pooled thread (talking to the scheduler can
+block; never on the JobActor's); the job's end deletes the variable, and a
+worker that finds it gone takes its attempt as abandoned, so nothing is
+left behind on the cluster. An attempt whose name is published before its
+code starts never starts.
 
 A worker lost mid-task: with ``distributed.scheduler.allowed-failures`` set
 to 0 the scheduler gives up on the task at once (``KilledWorker``), which
@@ -22,6 +25,7 @@ daguerreo_actors sees one longer attempt.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 
 
 class _DaskHandle:
-    """The attempt's cluster event (cleared on cancel) and, once submitted, its future."""
+    """The attempt's name (published as abandoned on cancel) and, once submitted, its future."""
 
     __slots__ = ("future", "name", "tier")
 
@@ -51,7 +55,7 @@ class _DaskHandle:
     def cancel(self) -> None:
         # is_active() turns False on the worker; the code runs on until it
         # returns (followed, so its slot is freed then), or is killed.
-        self.tier.clear(self.name)
+        self.tier.abandon(self.name)
 
     def kill(self) -> None:
         """After ``kill_after``: cancel the future with ``force``, from a pooled thread.
@@ -74,6 +78,14 @@ class DaskTier:
     def __init__(self, client: distributed.Client, job_id: str) -> None:
         self._client = client
         self._job_id = job_id
+        #: The cluster variable holding the names of abandoned attempts.
+        self._variable = f"daguerreo-{job_id}-abandoned"
+        self._lock = threading.Lock()
+        self._abandoned: list[str] = []
+        self._published = 0  # how many of them the variable holds
+        self._publish_lock = threading.Lock()  # one publisher at a time: newest last
+        self._closed = False
+        self._created = False
 
     @property
     def client(self) -> distributed.Client:
@@ -82,18 +94,19 @@ class DaskTier:
     def start(
         self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
     ) -> Runnable | None:
-        name = f"daguerreo-{self._job_id}-{attempt.node}-{attempt.number}"
+        name = f"{attempt.node}-{attempt.number}"
         handle = _DaskHandle(self, name)
         try:
-            distributed.Event(name, client=self._client).set()
-            if not attempt.attach(handle):  # abandoned while we talked to the scheduler
-                self.clear(name)
+            if not self._created:
+                self._create()
+            if not attempt.attach(handle):  # abandoned before its turn
                 report.not_run(attempt)
                 return None
             future = self._client.submit(
                 run_on_worker,
                 fn,
                 ctx,
+                self._variable,
                 name,
                 attempt.task,
                 pure=False,
@@ -102,22 +115,53 @@ class DaskTier:
             )
         except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
             report.raised(attempt, exc)
-            self.clear(name)
             return None
         handle.future = future
-        future.add_done_callback(lambda _done: self.clear(name))
         # Done already when called; a timeout here would be distributed's
         # own (result(timeout=0) times out even on a finished future).
         follow_future(future, attempt, report, handle=handle, get=lambda done: done.result())
         return None
 
-    def clear(self, name: str) -> None:
-        """Clear a cluster event, from a pooled thread (it talks to the scheduler)."""
-        client = self._client
-        shared_pool().execute(_Quietly(lambda: distributed.Event(name, client=client).clear()))
+    def _create(self) -> None:
+        """Set the variable before the job's first submit: one round trip per job.
+
+        A worker that finds no variable takes its attempt as abandoned (the
+        job has ended and deleted it), so it must exist before any attempt.
+        """
+        with self._publish_lock:
+            if not self._created:
+                distributed.Variable(self._variable, client=self._client).set([])
+                self._created = True
+
+    def abandon(self, name: str) -> None:
+        """Publish ``name`` as abandoned, from a pooled thread (it talks to the scheduler)."""
+        with self._lock:
+            if self._closed:
+                return  # the variable is gone: every attempt reads as abandoned
+            self._abandoned.append(name)
+        shared_pool().execute(_Quietly(self._publish))
+
+    def _publish(self) -> None:
+        with self._publish_lock:
+            with self._lock:
+                if self._closed or self._published == len(self._abandoned):
+                    return  # a later publisher already sent these
+                names = list(self._abandoned)
+            distributed.Variable(self._variable, client=self._client).set(names)
+            self._published = len(names)
 
     def close(self) -> None:
-        pass
+        """The job has ended: delete the variable (workers then read every attempt as
+        abandoned), from a pooled thread."""
+        with self._lock:
+            self._closed = True
+        name, client = self._variable, self._client
+
+        def delete() -> None:
+            with self._publish_lock:  # after a publish under way, never before it
+                distributed.Variable(name, client=client).delete()
+
+        shared_pool().execute(_Quietly(delete))
 
 
 class _Quietly:
@@ -145,15 +189,20 @@ def _key(name: str) -> str:
 def run_on_worker(
     fn: Callable[[Mapping[Any, Any], Callable[..., bool]], Any],
     ctx: Mapping[Any, Any],
-    event_name: str,
+    variable: str,
+    name: str,
     task: str,
 ) -> Any:
-    """The worker side: ``is_active()`` asks the cluster-wide event."""
-    event = distributed.Event(event_name)
+    """The worker side: ``is_active()`` reads the job's abandoned attempts."""
+    abandoned = distributed.Variable(variable)
 
     def is_active(progress: object = None) -> bool:
         # ``progress`` stays on the worker, like a process worker's.
-        return bool(event.is_set())
+        try:
+            names = abandoned.get(timeout=0)
+        except Exception:  # noqa: BLE001 - gone (TimeoutError): the job has ended
+            return False
+        return name not in names
 
     if not is_active():
         return NOT_RUN

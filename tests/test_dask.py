@@ -49,6 +49,38 @@ def test_tasks_run_on_the_cluster_and_results_come_back(client: Any) -> None:
     assert result.ctx["pid"] in set(client.run(os.getpid).values())
 
 
+def _cluster_state(dask_scheduler: Any) -> tuple[list[str], list[str]]:
+    extensions = dask_scheduler.extensions
+    return list(extensions["variables"].variables), list(extensions["events"]._events)
+
+
+def test_a_job_holds_one_variable_on_the_scheduler_no_event_per_attempt_and_leaves_nothing(
+    client: Any, tmp_path: Path
+) -> None:
+    job = d.run(
+        [Task("loop", tier_tasks.loop_until_inactive)],
+        ctx={"marker": str(tmp_path / "stopped")},
+        executor=client,
+    )
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:  # created before the first submit
+        variables, events = client.run_on_scheduler(_cluster_state)
+        if any(job.id in name for name in variables):
+            break
+        time.sleep(0.01)
+    assert [name for name in variables if job.id in name] == [f"daguerreo-{job.id}-abandoned"]
+    assert [name for name in events if job.id in name] == []
+    job.cancel()  # (the test above shows is_active() turning False)
+    assert job.get(timeout=WAIT).state is JobState.CANCELLED
+    while True:  # the variable's deletion is sent, not awaited
+        variables, events = client.run_on_scheduler(_cluster_state)
+        mine = [name for name in variables if job.id in name]
+        if not mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert mine == []
+
+
 def test_cancel_stops_a_remote_looping_task_through_is_active(client: Any, tmp_path: Path) -> None:
     marker = tmp_path / "stopped"
     job = d.run(
