@@ -11,10 +11,14 @@ client no scheduler round trip of its own: a per-attempt ``Event``, set
 before each submit and cleared after, cost about 1.1 ms of round trips per
 attempt and half a chain's time (bench/DESIGN.md). The set is published
 whole, newest last, from a pooled thread (talking to the scheduler can
-block; never on the JobActor's); the job's end deletes the variable, and a
-worker that finds it gone takes its attempt as abandoned, so nothing is
-left behind on the cluster. An attempt whose name is published before its
-code starts never starts.
+block; never on the JobActor's). The job's end publishes a closing marker
+(every attempt abandoned), and the variable is deleted once every future
+of the job is done, so nothing is left behind on the cluster and no worker
+polls a missing variable (the scheduler logs an error for each such read;
+a worker that still does takes its attempt as abandoned). Any other error
+reading it reaches the task, which fails and is retried: a scheduler that
+cannot be reached is never taken for a cancel. An attempt whose name is
+published before its code starts never starts.
 
 A worker lost mid-task: with ``distributed.scheduler.allowed-failures`` set
 to 0 the scheduler gives up on the task at once (``KilledWorker``), which
@@ -86,6 +90,8 @@ class DaskTier:
         self._publish_lock = threading.Lock()  # one publisher at a time: newest last
         self._closed = False
         self._created = False
+        self._deleted = False
+        self._outstanding = 0  # futures of the job not done yet
 
     @property
     def client(self) -> distributed.Client:
@@ -97,8 +103,9 @@ class DaskTier:
         name = f"{attempt.node}-{attempt.number}"
         handle = _DaskHandle(self, name)
         try:
-            if not self._created:
-                self._create()
+            if not self._created and not self._create():  # the job ended meanwhile
+                report.not_run(attempt)
+                return None
             if not attempt.attach(handle):  # abandoned before its turn
                 report.not_run(attempt)
                 return None
@@ -117,51 +124,69 @@ class DaskTier:
             report.raised(attempt, exc)
             return None
         handle.future = future
+        with self._lock:
+            self._outstanding += 1
+        future.add_done_callback(self._future_done)
         # Done already when called; a timeout here would be distributed's
         # own (result(timeout=0) times out even on a finished future).
         follow_future(future, attempt, report, handle=handle, get=lambda done: done.result())
         return None
 
-    def _create(self) -> None:
+    def _create(self) -> bool:
         """Set the variable before the job's first submit: one round trip per job.
 
-        A worker that finds no variable takes its attempt as abandoned (the
-        job has ended and deleted it), so it must exist before any attempt.
+        False if the job has ended first (nothing to create, nothing left behind).
         """
         with self._publish_lock:
+            if self._closed:
+                return False
             if not self._created:
                 distributed.Variable(self._variable, client=self._client).set([])
                 self._created = True
+            return True
 
     def abandon(self, name: str) -> None:
         """Publish ``name`` as abandoned, from a pooled thread (it talks to the scheduler)."""
         with self._lock:
             if self._closed:
-                return  # the variable is gone: every attempt reads as abandoned
+                return  # the closing marker says it for every attempt
             self._abandoned.append(name)
         shared_pool().execute(_Quietly(self._publish))
 
     def _publish(self) -> None:
         with self._publish_lock:
             with self._lock:
-                if self._closed or self._published == len(self._abandoned):
+                if self._deleted or not self._created:
+                    return
+                names = [CLOSED] if self._closed else list(self._abandoned)
+                if len(names) == self._published and not self._closed:
                     return  # a later publisher already sent these
-                names = list(self._abandoned)
             distributed.Variable(self._variable, client=self._client).set(names)
             self._published = len(names)
 
+    def _future_done(self, _future: object) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            delete = self._closed and self._outstanding == 0
+        if delete:
+            shared_pool().execute(_Quietly(self._delete))
+
     def close(self) -> None:
-        """The job has ended: delete the variable (workers then read every attempt as
-        abandoned), from a pooled thread."""
+        """The job has ended: publish the closing marker (every attempt reads as
+        abandoned); the variable is deleted once every future of the job is done,
+        so no worker polls a missing one (the scheduler logs each such read)."""
         with self._lock:
             self._closed = True
-        name, client = self._variable, self._client
+            delete = self._outstanding == 0
+        shared_pool().execute(_Quietly(self._delete if delete else self._publish))
 
-        def delete() -> None:
-            with self._publish_lock:  # after a publish under way, never before it
-                distributed.Variable(name, client=client).delete()
-
-        shared_pool().execute(_Quietly(delete))
+    def _delete(self) -> None:
+        with self._publish_lock:  # after a publish under way, never before it
+            if self._deleted or not self._created:
+                return
+            self._deleted = True
+            # A send, not a round trip.
+            distributed.Variable(self._variable, client=self._client).delete()
 
 
 class _Quietly:
@@ -182,6 +207,10 @@ class _Quietly:
                 self._fallback()
 
 
+#: The variable's value once the job has ended: every attempt is abandoned.
+CLOSED = "*closed*"
+
+
 def _key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40] or "task"
 
@@ -197,12 +226,14 @@ def run_on_worker(
     abandoned = distributed.Variable(variable)
 
     def is_active(progress: object = None) -> bool:
-        # ``progress`` stays on the worker, like a process worker's.
+        # ``progress`` stays on the worker, like a process worker's. Any other
+        # error (the scheduler unreachable) reaches the task: it fails and is
+        # retried, never mistaken for a cancel.
         try:
             names = abandoned.get(timeout=0)
-        except Exception:  # noqa: BLE001 - gone (TimeoutError): the job has ended
+        except TimeoutError:  # gone: the job ended and its futures are done
             return False
-        return name not in names
+        return name not in names and CLOSED not in names
 
     if not is_active():
         return NOT_RUN

@@ -198,3 +198,80 @@ def test_a_journal_on_a_dask_job_lives_in_the_client_process(client: Any, tmp_pa
         assert (job.state, job.completed) == ("completed", 2)
     resumed = d.run(tasks, ctx={"v": 0}, executor=client, journal=journal)
     assert resumed.get(timeout=WAIT).ctx["v"] == 2
+
+
+class _FakeVariable:
+    """A stand-in for distributed.Variable on the worker side: what ``get`` gives."""
+
+    outcome: Any = None
+
+    def __init__(self, _name: str) -> None:
+        pass
+
+    def get(self, timeout: float | None = None) -> Any:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.mark.parametrize(
+    ("outcome", "active"),
+    [([], True), (["0-1"], False), (["*closed*"], False), (TimeoutError(), False)],
+)
+def test_is_active_on_a_worker_reads_the_jobs_abandoned_attempts(
+    monkeypatch: pytest.MonkeyPatch, outcome: Any, active: bool
+) -> None:
+    from daguerreo_actors import _tier_dask
+
+    monkeypatch.setattr(_tier_dask.distributed, "Variable", _FakeVariable)
+    monkeypatch.setattr(_FakeVariable, "outcome", outcome)
+    seen: list[bool] = []
+
+    def fn(_ctx: Any, is_active: Any) -> dict[str, Any]:
+        seen.append(is_active())
+        return {}
+
+    result = _tier_dask.run_on_worker(fn, {}, "v", "0-1", "t")
+    assert (result == {}) is active  # an abandoned attempt never starts
+    assert seen == ([True] if active else [])
+
+
+def test_a_scheduler_error_in_is_active_fails_the_attempt_not_cancels_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daguerreo_actors import _tier_dask
+
+    monkeypatch.setattr(_tier_dask.distributed, "Variable", _FakeVariable)
+    monkeypatch.setattr(_FakeVariable, "outcome", OSError("scheduler unreachable"))
+    with pytest.raises(OSError, match="unreachable"):
+        _tier_dask.run_on_worker(lambda _c, a: {"n": a()}, {}, "v", "0-1", "t")
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.skipped: list[Any] = []
+
+    def returned(self, attempt: Any, value: Any, *, here: bool = False) -> None:
+        raise AssertionError("never submitted")
+
+    def raised(self, attempt: Any, exc: BaseException, *, here: bool = False) -> None:
+        raise AssertionError(f"never submitted: {exc!r}")
+
+    def not_run(self, attempt: Any) -> None:
+        self.skipped.append(attempt)
+
+
+def test_a_job_that_ends_before_its_first_start_creates_no_variable(client: Any) -> None:
+    import threading
+
+    from daguerreo_actors._attempt import Attempt
+    from daguerreo_actors._tier_dask import DaskTier
+
+    tier = DaskTier(client, "ended-early")
+    tier.close()
+    report = _Report()
+    attempt = Attempt(0, 1, "t", threading.Lock())
+    tier.start(attempt, tier_tasks.inc, {"v": 0}, report)  # type: ignore[arg-type]
+    assert report.skipped == [attempt]
+    variables, _events = client.run_on_scheduler(_cluster_state)
+    assert not [name for name in variables if "ended-early" in name]
