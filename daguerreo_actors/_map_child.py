@@ -6,6 +6,7 @@ a child's output on the child's own thread, can import it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
 
 #: The default ``run(max_map=...)``: the most items one mapped task runs.
 DEFAULT_MAX_MAP = 100_000
+
+#: A child's name, ``task[i]``: group 1 its parent's, group 2 its index.
+CHILD_NAME = re.compile(r"(.+)\[(\d+)\]")
+
+
+def child_name(parent: str, index: int) -> str:
+    """The name of a mapped task's child (matches :data:`CHILD_NAME`)."""
+    return f"{parent}[{index}]"
 
 
 class MapChild:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._cache import CacheShell
-from daguerreo_actors._map_child import MapChild
+from daguerreo_actors._map_child import MapChild, child_name
 
 if TYPE_CHECKING:
     from daguerreo_actors._task import Task, TaskFn
@@ -84,7 +84,7 @@ class MapShell(CacheShell):
             return self._core.map_invalid(parent, value, detail)
         before = len(self._graph)
         keys = getattr(task.fn, "outputs", ()) if _is_dag_function(task.fn) else ()
-        names = [f"{name}[{i}]" for i in range(len(items))]
+        names = [child_name(name, i) for i in range(len(items))]
         restored = None
         if self._journal is not None and self._journal.restored_children:
             recorded = self._journal.restored_children

@@ -58,7 +58,7 @@ class FifoReady(deque[int]):
 class RankedReady:
     """READY nodes by priority, then READY order, per resource signature."""
 
-    __slots__ = ("_count", "_gone", "_heaps", "_priorities", "_queued", "_seq", "_signatures")
+    __slots__ = ("_heaps", "_priorities", "_queued", "_seq", "_signatures")
     fifo = False
 
     def __init__(self, priorities: Sequence[int], resources: Sequence[Mapping[str, int]]) -> None:
@@ -66,17 +66,16 @@ class RankedReady:
         self._signatures: list[Signature] = [tuple(sorted(r.items())) for r in resources]
         self._heaps: dict[Signature, list[tuple[int, int, int]]] = {}
         self._seq = itertools.count()
-        self._gone: set[tuple[int, int]] = set()  # (node, seq) removed, lazily
-        self._queued: dict[int, int] = {}  # node -> seq of its live entry: remove in O(1)
-        self._count = 0
+        # node -> seq of its live heap entry. An entry whose seq is not here
+        # was removed (O(1)), and is dropped when it reaches its heap's head.
+        self._queued: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._queued)
 
     def __iter__(self) -> Iterator[int]:
-        entries = [
-            e for heap in self._heaps.values() for e in heap if (e[2], e[1]) not in self._gone
-        ]
+        queued = self._queued
+        entries = [e for heap in self._heaps.values() for e in heap if queued.get(e[2]) == e[1]]
         entries.sort()
         return iter([node for _, _, node in entries])
 
@@ -88,7 +87,6 @@ class RankedReady:
                 heap = heaps[signatures[node]] = []
             seq = self._queued[node] = next(self._seq)
             heapq.heappush(heap, (-priorities[node], seq, node))
-        self._count += len(nodes)
 
     def add_like(self, model: int, count: int) -> None:
         """``count`` new nodes ranked as ``model`` (a mapped task's children)."""
@@ -104,17 +102,13 @@ class RankedReady:
                 best = heap
         if best is None:
             return None
-        self._count -= 1
         node = heapq.heappop(best)[2]
         del self._queued[node]
         return node
 
     def remove(self, node: int) -> None:
-        seq = self._queued.pop(node, None)
-        if seq is None:
+        if self._queued.pop(node, None) is None:
             raise ValueError(f"node {node} is not queued")
-        self._gone.add((node, seq))  # dropped when it reaches its heap's head
-        self._count -= 1
 
     def remove_all(self, nodes: set[int]) -> None:
         for node in nodes:
@@ -122,15 +116,12 @@ class RankedReady:
 
     def clear(self) -> None:
         self._heaps.clear()
-        self._gone.clear()
         self._queued.clear()
-        self._count = 0
 
     def _drop_gone(self, heap: list[tuple[int, int, int]]) -> None:
-        gone = self._gone
-        while heap and (heap[0][2], heap[0][1]) in gone:
-            _, seq, node = heapq.heappop(heap)
-            gone.discard((node, seq))
+        queued = self._queued
+        while heap and queued.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
 
 
 ReadyQueue = FifoReady | RankedReady

@@ -22,10 +22,10 @@ resume counts its children from those rows).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from daguerreo_actors._map_child import CHILD_NAME, child_name
 from daguerreo_actors._maps import MapRun, collect
 from daguerreo_actors._task import Task
 
@@ -75,7 +75,7 @@ def restore_maps(
         return whole, children, blobs, rows
     outputs: dict[int, dict[int, Mapping[Any, Any]]] = {}
     for task, blob, fingerprint, reads in recorded:
-        match = _CHILD.fullmatch(task)
+        match = CHILD_NAME.fullmatch(task)
         node = mapped.get(match.group(1)) if match else None
         if node is None or fingerprint != fingerprints[node]:
             continue
@@ -93,12 +93,10 @@ def restore_maps(
             run = MapRun(0, count, _keys(tasks[node]), [found.get(i) for i in range(count)], 0)
             whole.append((node, collect(run)))
             for i in range(count):
-                children.pop(f"{name}[{i}]", None)
-                rows.append((f"{name}[{i}]", states.get((name, i), "completed")))
+                child = child_name(name, i)
+                children.pop(child, None)
+                rows.append((child, states.get((name, i), "completed")))
     return whole, children, blobs, rows
-
-
-_CHILD = re.compile(r"(.+)\[(\d+)\]")
 
 
 def _keys(task: Task) -> tuple[str, ...]:
@@ -118,7 +116,7 @@ def _children_states(
 ) -> list[tuple[str, int, str]]:
     found = []
     for row in transitions:
-        match = _CHILD.fullmatch(row[0]) if isinstance(row[0], str) else None
+        match = CHILD_NAME.fullmatch(row[0]) if isinstance(row[0], str) else None
         if match and match.group(1) in mapped:
             found.append((match.group(1), int(match.group(2)), str(row[2])))
     return found

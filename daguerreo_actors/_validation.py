@@ -9,17 +9,14 @@ order, before anything is raised.
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from daguerreo_actors._errors import InvalidTasksError, TaskError
 from daguerreo_actors._graph import Graph, build_adjacency, find_cycles
+from daguerreo_actors._map_child import CHILD_NAME
 from daguerreo_actors._task import TASK_KEYS, Task, field_errors
 from daguerreo_actors._text import did_you_mean
-
-#: The names a mapped task's children take (``task[i]``, ``_map_shell.py``).
-_CHILD_NAME = re.compile(r"(.+)\[(\d+)\]")
 
 
 def validate_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...]:
@@ -98,7 +95,7 @@ def _build_graph(
     mapped = {task.name for task in converted if task.map_over is not None}
     if mapped:
         for task in converted:
-            match = _CHILD_NAME.fullmatch(task.name)
+            match = CHILD_NAME.fullmatch(task.name)
             if match is not None and match.group(1) in mapped:
                 errors.append(
                     TaskError(

@@ -286,6 +286,15 @@ def test_logging_that_raises_outside_the_job_actor_breaks_nothing() -> None:
 # -- the library leaves logging alone ---------------------------------------------------
 
 
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter, which must succeed."""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed
+
+
 def test_a_job_imports_structlog_only_when_it_writes_an_entry() -> None:
     # Importing structlog (it pulls in rich) cost the first job 60-100 ms,
     # and stamped its first JobEvent that late.
@@ -300,10 +309,7 @@ def test_a_job_imports_structlog_only_when_it_writes_an_entry() -> None:
         "assert flush(10)\n"
         "assert 'structlog' in sys.modules\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_python(code)
     # The failure's entries are written all the same, with the job's id.
     assert "task_transition" in completed.stdout
     assert "error_type=ValueError" in completed.stdout
@@ -319,10 +325,7 @@ def test_importing_the_library_does_not_configure_logging() -> None:
         "assert not structlog.is_configured()\n"
         "print('ok')\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_python(code)
     # Unconfigured, the per-task debug and info entries stay quiet.
     assert completed.stdout == "ok\n"
     assert completed.stderr == ""
