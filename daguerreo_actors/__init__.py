@@ -19,7 +19,7 @@ from daguerreo_actors._errors import (
     TaskError,
     TaskInterrupted,
 )
-from daguerreo_actors._events import Event, JobEvent, TaskEvent
+from daguerreo_actors._events import Event, JobEvent, JobInfo, TaskEvent
 from daguerreo_actors._job import Job, cancel
 from daguerreo_actors._report import AttemptReport, JobReport, TaskReport
 from daguerreo_actors._result import Failure, JobResult, KeyConflict, Straggler
@@ -38,6 +38,7 @@ __all__ = [
     "InvalidTasksError",
     "Job",
     "JobEvent",
+    "JobInfo",
     "JobReport",
     "JobResult",
     "JobState",

@@ -127,7 +127,11 @@ class _Record:
 class Dag:
     """Tasks written as plain functions; see the module docstring and the README."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        #: The default ``run(name=...)`` of :meth:`run`.
+        self.name = name
         self._records: list[_Record] = []
 
     def __repr__(self) -> str:
@@ -186,6 +190,7 @@ class Dag:
 
         if ctx is not None and not isinstance(ctx, Mapping):
             raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
+        run_options.setdefault("name", self.name)
         return run(self.validate(() if ctx is None else ctx.keys()), ctx=ctx, **run_options)
 
     def _build(self, ctx_keys: set[Any] | None) -> tuple[Task, ...]:

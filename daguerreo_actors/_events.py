@@ -9,6 +9,7 @@ objects are frozen and shared between listeners, never copied.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from daguerreo_actors._states import JobState, TaskState
@@ -54,6 +55,28 @@ class JobEvent:
     old_state: JobState
     new_state: JobState
     timestamp: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What a listener learns before a job's first event.
+
+    ``run()`` calls a listener's ``job_starting(info)`` method, where it has
+    one, on the caller's thread just before the job starts (so a listener can
+    read the caller's context, e.g. the active OpenTelemetry span), then
+    sends events as usual. ``dependencies`` maps each task of the task list,
+    in its order, to its dependencies' names; ``mapped`` names the mapped
+    tasks (``Task(map_over=...)``), whose children ``task[i]`` appear only in
+    events and depend on what their parent depends on.
+    """
+
+    job_id: str
+    #: ``run(name=...)`` or ``Dag(name=...)``; None if none was given.
+    name: str | None
+    dependencies: Mapping[str, tuple[str, ...]]
+    mapped: frozenset[str]
+    #: ``run(log_values=...)``: whether values may leave the job in renderings.
+    log_values: bool
 
 
 Event = TaskEvent | JobEvent

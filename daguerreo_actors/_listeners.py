@@ -17,6 +17,11 @@ event on (a ``pykka.ActorRef``):
   (once when dropping starts, once with the total when the job ends);
 - an ActorRef listener whose actor has stopped is detached (logged once).
 
+A listener object with a ``job_starting`` method is first given the job's
+:class:`JobInfo` by :func:`announce`, on ``run()``'s thread, before any
+event; what it raises (an Exception) is logged as ``listener_failed`` and
+the job goes on.
+
 After the job's last event the JobActor releases each proxy's
 :class:`ListenerLink`: a stop message queued behind the events, so the proxy
 lives exactly until its listener has consumed the job's events; ``done`` is
@@ -34,7 +39,7 @@ from typing import Any, ClassVar
 
 import pykka
 
-from daguerreo_actors._events import Event
+from daguerreo_actors._events import Event, JobInfo
 from daguerreo_actors._logging import log_outside
 from daguerreo_actors._messages import EventBatch
 from daguerreo_actors._text import cut, safe_repr
@@ -110,6 +115,31 @@ class ListenerLink:
             ref.stop(block=False)
         except pykka.ActorDeadError:
             self.done.set()
+
+
+def announce(listeners: Sequence[Listener], job_id: str, info: Callable[[], JobInfo]) -> None:
+    """Call each listener's ``job_starting(info)``; ``info`` is built only if one has it."""
+    built: JobInfo | None = None
+    for position, listener in enumerate(listeners):
+        if isinstance(listener, pykka.ActorRef):
+            continue
+        try:
+            hook = getattr(listener, "job_starting", None)
+            if not callable(hook):
+                continue
+            if built is None:
+                built = info()
+            hook(built)
+        # A hook never takes the job down; a BaseException (Ctrl-C) goes to
+        # run()'s caller, which then starts nothing.
+        except Exception as exc:  # noqa: BLE001
+            log_outside(
+                logging.ERROR,
+                "listener_failed",
+                job_id=job_id,
+                listener=f"#{position} job_starting",
+                exc=exc,
+            )
 
 
 def start_listeners(

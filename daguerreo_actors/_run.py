@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._clock import REAL_CLOCK, Clock, new_job_id
 from daguerreo_actors._errors import InvalidTasksError
+from daguerreo_actors._events import JobInfo
 from daguerreo_actors._job import Job
 from daguerreo_actors._job_actor import JobActor
-from daguerreo_actors._listeners import Listener, is_listener, start_listeners
+from daguerreo_actors._listeners import Listener, announce, is_listener, start_listeners
 from daguerreo_actors._logging import TransitionLog
 from daguerreo_actors._map_child import DEFAULT_MAX_MAP
 from daguerreo_actors._options import DEFAULT_MAX_CONCURRENCY, check_options, job_options
@@ -56,6 +57,7 @@ def run(
     journal: str | os.PathLike[str] | Journal | None = None,
     serializer: Serializer | None = None,
     max_map: int = DEFAULT_MAX_MAP,
+    name: str | None = None,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -84,7 +86,9 @@ def run(
     or a :class:`Journal`) recording the job for ``resume`` and history,
     each completed output serialized with ``serializer`` (pickle by
     default; any object with ``dumps`` and ``loads``); ``max_map`` the most
-    items a mapped task (``Task(map_over=...)``) may run, one child each.
+    items a mapped task (``Task(map_over=...)``) may run, one child each;
+    ``name`` what the job is called where it is shown (trace spans, listeners'
+    :class:`JobInfo`).
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
@@ -115,6 +119,8 @@ def run(
         raise ValueError(f"max_map must be an int >= 0, got {max_map!r}")
     if ctx is not None and not isinstance(ctx, Mapping):
         raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
         raise TypeError(
             "listeners must be an iterable of callables or pykka ActorRefs, "
@@ -176,6 +182,17 @@ def run(
     holder: list[JobActor] = []
     links = start_listeners(listener_list, job_id, lambda reason: holder[0].listener_lost(reason))
     try:
+        announce(
+            listener_list,
+            job_id,
+            lambda: JobInfo(
+                job_id=job_id,
+                name=name,
+                dependencies={task.name: tuple(sorted(task.dependencies)) for task in task_tuple},
+                mapped=frozenset(task.name for task in task_tuple if task.map_over is not None),
+                log_values=log_values,
+            ),
+        )
         actor = JobActor(
             job_id,
             task_tuple,
