@@ -21,29 +21,21 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from daguerreo_actors._errors import invalid_result_message
-from daguerreo_actors._events import Event, JobEvent, TaskEvent
+from daguerreo_actors._events import Event
 from daguerreo_actors._logfile import (
     ATTEMPT,
     ATTEMPT_OVERRUNNING,
-    DEPENDENCIES,
     EVENT,
-    NEW_STATE,
-    OLD_STATE,
-    PROGRESS,
-    REASON,
     SECONDS_PAST,
     TASK,
-    TS,
     EntryFilter,
-    entry_error,
     is_straggler_entry,
-    is_task_entry,
     iter_entries,
 )
+from daguerreo_actors._report_records import Record, from_entry, from_event
 from daguerreo_actors._states import JobState, TaskState
 from daguerreo_actors._task import Task
-from daguerreo_actors._text import escape_controls, progress_text, safe_str
+from daguerreo_actors._text import escape_controls
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -121,21 +113,6 @@ class TaskReport:
         return max(ends) if ends else None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Record:
-    """One transition, whichever source it came from."""
-
-    task: str | None  # None: the job itself
-    old: str
-    new: str
-    attempt: int
-    ts: float
-    error: str | None = None
-    dependencies: tuple[str, ...] | None = None
-    reason: str | None = None
-    progress: str | None = None
-
-
 class JobReport:
     """Per-task attempts, queue waits, run times and final states of one job.
 
@@ -165,7 +142,7 @@ class JobReport:
         """Take one event (the listener interface)."""
         if self.job_id is None:
             self.job_id = event.job_id
-        self._add(_from_event(event))
+        self._add(from_event(event))
 
     @classmethod
     def from_events(
@@ -210,7 +187,7 @@ class JobReport:
             if is_straggler_entry(entry):
                 report._straggler(entry)
             else:
-                report._add(_from_entry(entry))
+                report._add(from_entry(entry))
         return list(reports.values())
 
     def _straggler(self, entry: dict[str, Any]) -> None:
@@ -230,7 +207,7 @@ class JobReport:
             (t.name, a) for t in self.tasks.values() for a in t.attempts if a.overran_by is not None
         ]
 
-    def _add(self, record: _Record) -> None:
+    def _add(self, record: Record) -> None:
         if record.task is None:
             if record.new == JobState.RUNNING.value:
                 self.started_at = record.ts
@@ -390,6 +367,19 @@ class JobReport:
 
         return draw_timeline(self, Path(path))
 
+    def save_html(self, path: str | Path, *, layout: str = "auto") -> Path:
+        """Write the report page: one self-contained HTML file (see the README).
+
+        ``layout`` places the DAG: ``"auto"`` (graphviz's dot where it is
+        installed and the DAG has at most 500 tasks, else ``"layered"``, a
+        pure-Python layout), ``"dot"`` or ``"layered"``.
+        """
+        from pathlib import Path
+
+        from daguerreo_actors._report_html import save_html
+
+        return save_html(self, Path(path), layout_method=layout)
+
 
 def _overrun_text(attempt: AttemptReport) -> str:
     if attempt.overrunning:
@@ -399,46 +389,3 @@ def _overrun_text(attempt: AttemptReport) -> str:
 
 def _md(text: str) -> str:
     return escape_controls(text).replace("|", "\\|")
-
-
-def _from_event(event: Event) -> _Record:
-    if isinstance(event, JobEvent):
-        return _Record(None, event.old_state.value, event.new_state.value, 0, event.timestamp)
-    assert isinstance(event, TaskEvent)
-    error = None
-    if event.exception is not None:
-        error = f"{type(event.exception).__name__}: {safe_str(event.exception)}"
-    elif event.new_state is TaskState.INVALID_RESULT:
-        # What the log's entry says too (without the value).
-        error = invalid_result_message(event.task, event.result)
-    progress = None if event.progress is None else progress_text(event.progress)
-    return _Record(
-        event.task,
-        event.old_state.value,
-        event.new_state.value,
-        event.attempt,
-        event.timestamp,
-        error,
-        reason=event.reason,
-        progress=progress,
-    )
-
-
-def _from_entry(entry: dict[str, Any]) -> _Record:
-    deps = entry.get(DEPENDENCIES)
-    return _Record(
-        entry.get(TASK) if is_task_entry(entry) else None,
-        str(entry[OLD_STATE]),
-        str(entry[NEW_STATE]),
-        int(entry.get(ATTEMPT, 0)),
-        float(entry[TS]),
-        entry_error(entry),
-        tuple(str(d) for d in deps) if isinstance(deps, list) else None,
-        reason=_text_field(entry, REASON),
-        progress=_text_field(entry, PROGRESS),
-    )
-
-
-def _text_field(entry: dict[str, Any], name: str) -> str | None:
-    value = entry.get(name)
-    return value if isinstance(value, str) else None

@@ -8,7 +8,8 @@
 - ``validate MODULE:ATTR``: print every validation error (exit 2 if any).
 - ``resume MODULE:ATTR --journal FILE``: continue a job recorded in a journal.
 - ``tail FILE|-`` and ``summary FILE``: read a JSON-lines log or a journal
-  (``_cli_logs.py``); ``history FILE``: a journal's jobs (``_cli_journal.py``).
+  (``_cli_logs.py``); ``history FILE``: a journal's jobs (``_cli_journal.py``);
+  ``report FILE -o report.html``: a job's report page (``_cli_report.py``).
 
 Shared pieces (the group, consoles, exit codes, loading) are in
 ``_cli_common.py``.
@@ -27,7 +28,7 @@ import pykka
 import structlog
 from rich.text import Text
 
-from daguerreo_actors import _cli_journal, _cli_logs
+from daguerreo_actors import _cli_journal, _cli_logs, _cli_report
 from daguerreo_actors._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -61,7 +62,7 @@ from daguerreo_actors._text import escape_controls, short_message
 format_entry = _cli_logs.format_entry
 
 __all__ = ["format_entry", "load_tasks", "main"]
-_ = _cli_journal  # its commands register on import
+_ = (_cli_journal, _cli_report)  # their commands register on import
 
 # -- run ------------------------------------------------------------------------------
 

@@ -1,0 +1,329 @@
+"""The report page: one self-contained HTML file, checked in headless Chromium.
+
+The browser tests need Debian's ``chromium`` and ``chromium-driver`` (``make
+test`` installs them when absent) and fail, saying how to install them, when
+they are missing: they are never skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from click.testing import CliRunner
+from helpers import WAIT, Ctx, IsActive, fails_once, noop
+from hypothesis import given
+from hypothesis import strategies as st
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+import daguerreo_actors as d
+from daguerreo_actors import JobReport, Task
+from daguerreo_actors._layout import DOT_LIMIT, WRAP, layered, layers_of, layout
+from daguerreo_actors.cli import main
+
+INSTALL = "install them with: apt-get install -y chromium chromium-driver (make test does this)"
+HOSTILE = '<img src=x onerror="window.pwned=1">'
+SCRIPTED = "<script>window.pwned=2</script>"
+
+
+def browser_paths() -> tuple[str, str]:
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        missing = " and ".join(
+            name
+            for name, found in (("chromium", chromium), ("chromedriver", driver))
+            if found is None
+        )
+        pytest.fail(f"the report page's browser tests need {missing}: {INSTALL}", pytrace=False)
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver = browser_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1200",
+    ):
+        options.add_argument(argument)
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    chrome.set_page_load_timeout(60)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def items(_ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+    return {"xs": [1, 2, 3]}
+
+
+def broken(_ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+    raise ValueError("the <b>bold</b> & the broken")
+
+
+def job_tasks() -> list[Task]:
+    return [
+        Task("extract", noop),
+        Task(HOSTILE, fails_once(), ["extract"]),
+        Task(SCRIPTED, noop, [HOSTILE]),
+        Task("items", items, ["extract"]),
+        Task("each", noop, ["items"], map_over="xs"),
+        Task("load", broken, ["items"], max_retries=1),
+        Task("after_load", noop, ["load"]),
+    ]
+
+
+@pytest.fixture(scope="module")
+def report() -> JobReport:
+    tasks = job_tasks()
+    report = JobReport(tasks)
+    job = d.run(tasks, listeners=[report], on_failure="continue")
+    assert job.get(timeout=WAIT).state.value == "failed"
+    assert job.wait_for_listeners(timeout=WAIT)
+    return report
+
+
+@pytest.fixture(scope="module")
+def page(report: JobReport, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return report.save_html(tmp_path_factory.mktemp("page") / "report.html")
+
+
+def open_page(browser: WebDriver, path: Path) -> None:
+    browser.get(path.as_uri())
+    deadline = time.monotonic() + 30
+    while browser.execute_script("return document.body && document.body.dataset.ready") is None:
+        assert time.monotonic() < deadline, "the page's script never finished"
+        time.sleep(0.05)
+
+
+# -- the file ----------------------------------------------------------------------------
+
+
+def test_the_page_is_one_file_that_fetches_nothing(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", text))
+    assert urls == {"http://www.w3.org/2000/svg"}  # the SVG namespace, never fetched
+    assert not re.search(r"<(link|img|iframe)\b|\bsrc\s*=|@import|url\(", text.split("<body>")[0])
+    assert text.count("<script") == 2  # the data blob and the page's script, nothing else
+
+
+def test_hostile_names_and_errors_are_escaped_in_the_markup(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert HOSTILE not in text
+    assert SCRIPTED not in text
+    assert "<b>bold</b>" not in text
+    blob = text.split('id="data">')[1].split("</script>")[0]
+    assert "<" not in blob and "&" not in blob  # \u003c-escaped: cannot close the script
+
+
+def test_the_cli_writes_the_page_of_a_journaled_job(tmp_path: Path) -> None:
+    journal = tmp_path / "j.db"
+    job = d.run([Task("a", noop), Task("b", noop, ["a"])], journal=journal)
+    assert job.get(timeout=WAIT).ok
+    out = tmp_path / "out" / "page.html"
+    result = CliRunner().invoke(main, ["report", str(journal), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"written to {out}" in result.output
+    text = out.read_text(encoding="utf-8")
+    assert 'id="n0"' in text and 'id="n1"' in text
+    missing = CliRunner().invoke(main, ["report", str(journal), "--job", "ffff", "-o", str(out)])
+    assert missing.exit_code == 2
+    assert "no job 'ffff'" in missing.output
+
+
+def test_the_cli_writes_the_page_from_a_debug_log(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    d.configure_logging(json_file=log, level="debug")
+    try:
+        job = d.run([Task("a", noop), Task("b", fails_once(), ["a"])])
+        assert job.get(timeout=WAIT).ok
+        assert job.wait_for_listeners(WAIT)  # the log entries are written too
+    finally:
+        # Configuring again with a stream closes the file; then back to the defaults.
+        d.configure_logging(json_file=io.StringIO())
+        structlog.reset_defaults()
+    out = tmp_path / "page.html"
+    result = CliRunner().invoke(main, ["report", str(log), "-o", str(out), "--layout", "layered"])
+    assert result.exit_code == 0, result.output
+    assert 'data-layout="layered"' in out.read_text(encoding="utf-8")
+
+
+# -- the layout ---------------------------------------------------------------------------
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> list[list[int]]:
+    count = draw(st.integers(1, 60))
+    return [
+        sorted(draw(st.sets(st.integers(0, node - 1), max_size=3))) if node else []
+        for node in range(count)
+    ]
+
+
+@given(dags())
+def test_the_layered_layout_puts_every_task_right_of_its_dependencies(
+    deps: list[list[int]],
+) -> None:
+    placed = layered(deps, 8.0, 8.0)
+    layer = layers_of(deps)
+    for node, node_deps in enumerate(deps):
+        for dep in node_deps:
+            assert layer[dep] < layer[node]
+            assert placed.x[dep] < placed.x[node]
+    spots = {(placed.x[n], placed.y[n]) for n in range(len(deps))}
+    assert len(spots) == len(deps)  # no two nodes on one spot
+    assert all(0 < x < placed.width and 0 < y < placed.height for x, y in spots)
+
+
+def test_a_layer_taller_than_the_wrap_becomes_side_by_side_columns() -> None:
+    placed = layered([[] for _ in range(WRAP * 3)], 8.0, 8.0)
+    assert len(set(placed.x)) == 3
+    assert len(set(placed.y)) == WRAP
+
+
+def test_dot_lays_out_small_dags_where_installed_and_layered_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if shutil.which("dot") is None:
+        pytest.fail("graphviz's dot is needed: apt-get install -y graphviz (make test does this)")
+    chain = [[node - 1] if node else [] for node in range(5)]
+    assert layout(chain, labels=True).method == "dot"
+    placed = layout(chain, labels=True, method="dot")
+    assert placed.x == sorted(placed.x)  # left to right
+    assert layout([[] for _ in range(DOT_LIMIT + 1)], labels=False).method == "layered"
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    assert layout(chain, labels=True).method == "layered"
+    with pytest.raises(RuntimeError, match="apt install graphviz"):
+        layout(chain, labels=True, method="dot")
+    with pytest.raises(ValueError, match="layout must be 'auto', 'dot' or 'layered'"):
+        layout(chain, labels=True, method="spring")
+
+
+# -- in the browser -----------------------------------------------------------------------
+
+
+def texts(browser: WebDriver, selector: str) -> list[str]:
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    found: list[str] = browser.execute_script(script, selector)
+    return found
+
+
+def test_every_task_appears_in_the_dag_the_timeline_and_the_table(
+    browser: WebDriver, page: Path, report: JobReport
+) -> None:
+    open_page(browser, page)
+    names = list(report.tasks)
+    assert "each[2]" in names
+    dag_names = [t.split(" (")[0] for t in texts(browser, "#dag .node > title")]
+    assert dag_names == [n for n in names if not n.startswith("each[")]  # children: in "each"
+    assert texts(browser, "#dag #n4 > title") == ["each (3 mapped children)"]
+    ran = {n for n, t in report.tasks.items() if t.attempts}
+    bars = browser.execute_script(
+        "return [...document.querySelectorAll('#timeline .bar')].map(e => Number(e.dataset.i))"
+    )
+    assert {names[i] for i in bars} == ran
+    assert sorted(texts(browser, "#tasks tbody tr:not(.pad) td:first-child")) == sorted(names)
+    assert browser.execute_script("return document.querySelector('#dag').dataset.layout") in (
+        "dot",
+        "layered",
+    )
+
+
+def test_clicking_a_task_highlights_it_in_all_three_and_shows_its_attempts_and_error(
+    browser: WebDriver, page: Path, report: JobReport
+) -> None:
+    open_page(browser, page)
+    load = list(report.tasks).index("load")
+    browser.find_element(By.CSS_SELECTOR, f"#dag #n{load}").click()
+    assert browser.find_element(By.CSS_SELECTOR, f"#n{load}").get_attribute("class").endswith("sel")
+    selected_bars = browser.find_elements(By.CSS_SELECTOR, "#timeline .bar.sel")
+    assert len(selected_bars) == 2  # two attempts, both marked
+    [row] = browser.find_elements(By.CSS_SELECTOR, "#tasks tbody tr.sel")
+    assert row.find_element(By.CSS_SELECTOR, "td").text == "load"
+    detail = browser.find_element(By.ID, "detail")
+    assert detail.is_displayed()
+    assert "load: failed" in detail.text
+    assert detail.text.count("ValueError: the <b>bold</b> & the broken") == 2
+    # From the table: the row's task is selected in the DAG, the old one no longer.
+    extract = browser.find_element(By.XPATH, "//tbody/tr/td[text()='extract']")
+    extract.click()
+    assert browser.find_element(By.ID, "n0").get_attribute("class").endswith("sel")
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#n{load}.sel")
+    assert "extract: completed" in browser.find_element(By.ID, "detail").text
+    # A mapped child, from the timeline: its parent is what the DAG marks.
+    child = list(report.tasks).index("each[1]")
+    browser.find_element(By.CSS_SELECTOR, f'#timeline .bar[data-i="{child}"]').click()
+    assert browser.find_element(By.ID, "n4").get_attribute("class").endswith("sel")
+    assert "each[1]: completed" in browser.find_element(By.ID, "detail").text
+
+
+def test_a_hostile_task_name_renders_as_text_and_runs_nothing(
+    browser: WebDriver, page: Path
+) -> None:
+    open_page(browser, page)
+    assert browser.execute_script("return window.pwned === undefined")
+    cells = texts(browser, "#tasks tbody td:first-child")
+    assert HOSTILE in cells and SCRIPTED in cells
+    assert not browser.find_elements(By.CSS_SELECTOR, "body img, #tasks script, #dag script")
+    hostile = browser.find_element(By.XPATH, f"//tbody/tr/td[text()='{HOSTILE}']")
+    hostile.click()
+    assert HOSTILE in browser.find_element(By.ID, "detail").text
+    assert browser.execute_script("return window.pwned === undefined")
+
+
+def test_clicking_a_column_header_sorts_the_table_and_again_reverses_it(
+    browser: WebDriver, page: Path
+) -> None:
+    open_page(browser, page)
+    header = browser.find_element(By.CSS_SELECTOR, 'th[data-key="name"]')
+    header.click()
+    names = texts(browser, "#tasks tbody tr:not(.pad) td:first-child")
+    assert names == sorted(names)
+    header.click()
+    assert texts(browser, "#tasks tbody tr:not(.pad) td:first-child") == sorted(names)[::-1]
+    browser.find_element(By.CSS_SELECTOR, 'th[data-key="attempts"]').click()
+    attempts = [int(t) for t in texts(browser, "#tasks tbody tr:not(.pad) td:nth-child(3)")]
+    assert attempts == sorted(attempts)
+
+
+def test_a_ten_thousand_task_page_is_under_10_mb_and_renders_every_task(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    tasks = [Task(f"t{i}", noop, [f"t{i // 2}"] if i else []) for i in range(10_000)]
+    report = JobReport(tasks)
+    job = d.run(tasks, listeners=[report], max_concurrency=8)
+    assert job.get(timeout=WAIT).ok
+    assert job.wait_for_listeners(timeout=WAIT)
+    path = report.save_html(tmp_path / "big.html")
+    assert path.stat().st_size < 10 * 2**20
+    began = time.monotonic()
+    open_page(browser, path)
+    assert time.monotonic() - began < 30  # generous: the 3 s figure is measured in make bench
+    count = "return document.querySelectorAll(arguments[0]).length"
+    assert browser.execute_script(count, "#dag .node") == 10_000
+    assert browser.execute_script(count, "#timeline .bar") == 10_000
+    # The table holds only the rows in view; scrolled to the end, the last ones.
+    assert browser.execute_script(count, "#tasks tbody tr:not(.pad)") < 200
+    browser.execute_script("const b = document.getElementById('table-box'); b.scrollTop = 1e9")
+    deadline = time.monotonic() + 10
+    while "t9999" not in texts(browser, "#tasks tbody td:first-child"):
+        assert time.monotonic() < deadline, "the table never showed its last row"
+        time.sleep(0.05)
