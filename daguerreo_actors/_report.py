@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from daguerreo_actors._events import Event
+from daguerreo_actors._events import Event, JobInfo
 from daguerreo_actors._logfile import (
     ATTEMPT,
     ATTEMPT_OVERRUNNING,
@@ -117,13 +117,15 @@ class JobReport:
     """Per-task attempts, queue waits, run times and final states of one job.
 
     Use it as a listener (``run(tasks, listeners=[report])``, then
-    ``job.wait_for_listeners()``), or build it with :meth:`from_events` or
-    :meth:`from_log`. Pass ``tasks`` so a report built from events knows
-    the dependencies (for :attr:`critical_path`).
+    ``job.wait_for_listeners()``: it learns the job's dependencies from
+    ``run()``), or build it with :meth:`from_events` (pass ``tasks`` so it
+    knows the dependencies, for :attr:`critical_path`) or :meth:`from_log`.
     """
 
     def __init__(self, tasks: Iterable[Task | Mapping[str, Any]] | None = None) -> None:
         self.job_id: str | None = None
+        #: ``run(name=...)``, when the report was a listener of that run.
+        self.name: str | None = None
         self.state: JobState = JobState.IDLE
         self.started_at: float | None = None
         self.ended_at: float | None = None
@@ -137,6 +139,16 @@ class JobReport:
                 self.tasks[name] = TaskReport(name, dependencies=deps)
 
     # -- building -------------------------------------------------------------
+
+    def job_starting(self, info: JobInfo) -> None:
+        """Learn the job's name and dependencies (``run()`` calls it; no ``tasks`` needed)."""
+        self.job_id = info.job_id
+        self.name = info.name
+        for name, dependencies in info.dependencies.items():
+            task = self.tasks.get(name)
+            if task is None:
+                task = self.tasks[name] = TaskReport(name)
+            task.dependencies = dependencies
 
     def __call__(self, event: Event) -> None:
         """Take one event (the listener interface)."""

@@ -87,7 +87,9 @@ def render_html(report: JobReport, *, layout_method: str = "auto") -> str:
         .replace(">", "\\u003e")
         .replace("&", "\\u0026")
     )
-    title = f"Job {report.job_id or '?'}: {report.state.value}"
+    job = report.job_id or "?"
+    title = f"Job {report.name} ({job[:8]})" if report.name else f"Job {job}"
+    title += f": {report.state.value}"
     totals = report.totals
     counts = ", ".join(f"{n} {s}" for s, n in totals["by_state"].items())
     return "".join(
@@ -151,7 +153,10 @@ def _rel(value: float | None, origin: float) -> float | None:
 
 
 def _task_data(task: TaskReport, parent: int, origin: float, critical: bool) -> dict[str, Any]:
-    last_error = next((a.error for a in reversed(task.attempts) if a.error), None)
+    # The error of a task that did not complete: a retried one shows its attempts.
+    last_error = None
+    if task.state is not TaskState.COMPLETED:
+        last_error = next((a.error for a in reversed(task.attempts) if a.error), None)
     return {
         "name": escape_controls(task.name),
         "state": task.state.value,

@@ -4,8 +4,9 @@ Dice the banana and the mango in parallel, blend them with the liquids, then
 garnish. The garnish is optional (continue_on_failure): if it failed, the
 job would still complete. Prints every transition and a progress display on
 one console (stdout), so neither garbles the other, then prints the final
-ctx and writes the job's timeline picture (``build/smoothie-timeline.png``,
-or the path given as the first argument).
+ctx, writes the job's timeline picture (``build/smoothie-timeline.png``, or
+the path given as the first argument) and, beside it, the job's report page
+(``smoothie-report.html``: open it in a browser).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
         log(event)
         progress(event)
 
-    job = d.run(TASKS, ctx=CTX, timeout=3.0, listeners=[show, report])
+    job = d.run(TASKS, ctx=CTX, timeout=3.0, listeners=[show, report], name="smoothie")
     result = job.get(timeout=10.0)
     job.wait_for_listeners(timeout=10.0)
     print(f"\nstate: {result.state}")
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> int:
         print(f"no timeline: {exc}")
     else:
         print(f"timeline written to {written}")
+    page = report.save_html(timeline.parent / "smoothie-report.html")
+    print(f"report page written to {page}")
     return 0 if result.ok else 1
 
 

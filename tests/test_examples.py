@@ -37,6 +37,12 @@ def test_the_smoothie_prints_transitions_and_the_final_ctx(tmp_path: Path) -> No
     assert "smoothie: 'sugar + " in out
     assert "fruit:" in out
     assert "liquids:" in out
+    page = tmp_path / "smoothie-report.html"
+    assert f"report page written to {page}" in out
+    text = page.read_text(encoding="utf-8")
+    assert "<title>Job " in text
+    for task in ("dice-banana", "dice-mango", "blend", "garnish"):
+        assert f"<title>{task}</title>" in text
 
 
 def test_the_smoothie_writes_its_timeline_picture(tmp_path: Path) -> None:

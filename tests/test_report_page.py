@@ -8,6 +8,7 @@ they are missing: they are never skipped.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 import daguerreo_actors as d
 from daguerreo_actors import JobReport, Task
 from daguerreo_actors._layout import DOT_LIMIT, WRAP, layered, layers_of, layout
+from daguerreo_actors._report_html import render_html
 from daguerreo_actors.cli import main
 
 INSTALL = "install them with: apt-get install -y chromium chromium-driver (make test does this)"
@@ -133,6 +135,34 @@ def test_hostile_names_and_errors_are_escaped_in_the_markup(page: Path) -> None:
     blob = text.split('id="data">')[1].split("</script>")[0]
     assert "<" not in blob
     assert "&" not in blob
+
+
+def page_data(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text.split('id="data">')[1].split("</script>")[0])
+    return data
+
+
+def test_the_table_shows_the_error_of_a_task_that_did_not_complete_only(page: Path) -> None:
+    tasks = {t["name"]: t for t in page_data(page)["tasks"]}
+    assert tasks["load"]["error"] == "ValueError: the <b>bold</b> & the broken"
+    assert tasks["load"]["state"] == "failed"
+    assert tasks[HOSTILE]["state"] == "completed"  # it failed once, then completed
+    assert tasks[HOSTILE]["error"] is None
+    # The message's repr has a backslash, which escape_controls doubles (as tail and summary do).
+    errors = [a["error"] for a in tasks[HOSTILE]["attempts"]]
+    assert errors == [r"KeyError: 'first\\nattempt'", None]
+
+
+def test_a_report_used_as_a_listener_learns_the_jobs_name_and_dependencies() -> None:
+    report = JobReport()  # no tasks given
+    job = d.run(job_tasks(), listeners=[report], on_failure="continue", name="nightly")
+    job.get(timeout=WAIT)
+    assert job.wait_for_listeners(timeout=WAIT)
+    assert report.name == "nightly"
+    assert report.tasks[SCRIPTED].dependencies == (HOSTILE,)
+    assert report.critical_path[0] == "extract"
+    assert f"<title>Job nightly ({report.job_id[:8]}): failed</title>" in render_html(report)
 
 
 def test_the_cli_writes_the_page_of_a_journaled_job(tmp_path: Path) -> None:
