@@ -7,7 +7,8 @@ medians as µs per task, with peak RSS and threads sampled during each run.
 Then the scenario checks of the performance issue: the 100,000-task random
 DAG whose tasks each add a key (in a fresh process, for an honest peak RSS),
 validation of a 100,000-task DAG, the cost of listeners and of debug-level
-JSON logging. Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
+JSON logging, the OpenTelemetry listeners and the report page in Chromium
+(``observe.py``). Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 
 structlog is configured the way a typical application does: info and above,
 debug entries filtered out.
@@ -37,7 +38,7 @@ from typing import Any
 import structlog
 
 import daguerreo_actors as d
-from bench import fixed, policies, shapes
+from bench import fixed, observe, policies, shapes
 from bench.engines import ENGINES, KINDS, Runner, functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,6 +361,7 @@ def report(
     elapsed: float,
     fixed_costs: dict[str, Any] | None = None,
     policy_costs: tuple[Any, ...] | None = None,
+    observed: tuple[Any, Any] | None = None,
 ) -> tuple[str, list[tuple[str, bool, str]]]:
     lines = [
         "# Benchmarks",
@@ -453,6 +455,10 @@ def report(
         policy_lines, policy_checks = policies.report_lines(*policy_costs)
         lines += policy_lines
         checks += policy_checks
+    if observed is not None:
+        observe_lines, observe_checks = observe.report_lines(*observed)
+        lines += observe_lines
+        checks += observe_checks
     lines += ["## Scenarios", ""]
     if big is not None:
         per_task = big["engine_rss"] / big["n"]
@@ -631,9 +637,19 @@ def main(argv: list[str] | None = None) -> int:
         policies.journal_cost(),
         policies.map_cost(),
     )
+    observed = (observe.tracing_cost(), observe.report_page())
     elapsed = time.perf_counter() - started
     text, checks = report(
-        results, ns, big, validation, listeners, debug_cost, elapsed, fixed_costs, policy_costs
+        results,
+        ns,
+        big,
+        validation,
+        listeners,
+        debug_cost,
+        elapsed,
+        fixed_costs,
+        policy_costs,
+        observed,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

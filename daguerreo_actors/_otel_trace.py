@@ -224,41 +224,49 @@ class _JobTrace:
         if span is None:
             return
         new = event.new_state
-        span.set_attribute(STATE, new.value)
-        span.set_attribute(TASK_RUN_RESULT, TASK_RESULTS[new])
+        # One set_attributes call: each call takes the span's lock and checks
+        # every value (the SDK's cost, most of this listener's).
+        attributes: dict[str, Any] = {STATE: new.value, TASK_RUN_RESULT: TASK_RESULTS[new]}
         if event.retry_in is not None:
-            span.set_attribute(RETRY_IN, event.retry_in)
+            attributes[RETRY_IN] = event.retry_in
         if event.reason is not None:
-            span.set_attribute(REASON, event.reason)
+            attributes[REASON] = event.reason
+        status: Status | None = None
         if new is TaskState.COMPLETED:
-            self._completed(span, event)
+            self._completed(span, event, attributes)
         elif event.exception is not None:
-            self._failed(span, event.exception)
+            status = self._failed(span, event.exception, attributes)
         elif new is TaskState.TIMED_OUT:
-            span.set_attribute(ERROR_TYPE, "timeout")
-            span.set_status(Status(StatusCode.ERROR, f"timed out ({event.reason or 'deadline'})"))
+            attributes[ERROR_TYPE] = "timeout"
+            status = Status(StatusCode.ERROR, f"timed out ({event.reason or 'deadline'})")
         elif new is TaskState.INVALID_RESULT:
-            message = invalid_result_message(event.task, event.result, with_value=self._log_values)
-            span.set_attribute(ERROR_TYPE, "invalid_result")
-            span.set_attribute(ERROR_MESSAGE, cut(message, TEXT_LIMIT))
-            span.set_status(Status(StatusCode.ERROR, cut(message, TEXT_LIMIT)))
+            message = cut(
+                invalid_result_message(event.task, event.result, with_value=self._log_values),
+                TEXT_LIMIT,
+            )
+            attributes[ERROR_TYPE] = "invalid_result"
+            attributes[ERROR_MESSAGE] = message
+            status = Status(StatusCode.ERROR, message)
         elif new is TaskState.FAILED:
-            span.set_attribute(ERROR_TYPE, "failed")
-            span.set_status(Status(StatusCode.ERROR, "a mapped child failed"))
+            attributes[ERROR_TYPE] = "failed"
+            status = Status(StatusCode.ERROR, "a mapped child failed")
+        span.set_attributes(attributes)
+        if status is not None:
+            span.set_status(status)
         span.end(end_time=_ns(event.timestamp))
 
-    def _completed(self, span: Span, event: TaskEvent) -> None:
+    def _completed(self, span: Span, event: TaskEvent, attributes: dict[str, Any]) -> None:
         self._produced[event.task] = span.get_span_context()
         result = event.result
         try:
             keys = [k if isinstance(k, str) else safe_repr(k) for k in result]
         except BaseException:  # noqa: BLE001 - a result's keys are user objects
             keys = []
-        span.set_attribute(RESULT_KEYS, keys)
+        attributes[RESULT_KEYS] = keys
         if self._log_values:
-            span.set_attribute(RESULT, cut(safe_repr(result), TEXT_LIMIT))
+            attributes[RESULT] = cut(safe_repr(result), TEXT_LIMIT)
 
-    def _failed(self, span: Span, exc: BaseException) -> None:
+    def _failed(self, span: Span, exc: BaseException, attributes: dict[str, Any]) -> Status:
         kind = type(exc).__qualname__
         module = type(exc).__module__
         if module not in ("builtins", "__main__"):
@@ -276,9 +284,9 @@ class _JobTrace:
                 "exception.stacktrace": cut(stack, 4 * TEXT_LIMIT),
             },
         )
-        span.set_attribute(ERROR_TYPE, kind)
-        span.set_attribute(ERROR_MESSAGE, message)
-        span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}"))
+        attributes[ERROR_TYPE] = kind
+        attributes[ERROR_MESSAGE] = message
+        return Status(StatusCode.ERROR, f"{kind}: {message}")
 
     def _restored(self, event: TaskEvent) -> None:
         attributes = self._attributes(event.task, event.attempt)
@@ -290,7 +298,7 @@ class _JobTrace:
             context=self._parent_of(event.task),
             links=self._links(event.task),
             start_time=_ns(event.timestamp),
-            attributes=attributes,
         )
-        self._completed(span, event)
+        self._completed(span, event, attributes)
+        span.set_attributes(attributes)
         span.end(end_time=_ns(event.timestamp))
