@@ -230,18 +230,20 @@ class JobActor(MapShell):
         attempt, taken = message.attempt, message.taken
         node = attempt.node
         core = self._core
+        current = self._attempts.get(node) is attempt
         started = core.completed(
             node, attempt.number, message.output, None if taken is None else taken.node
         )
         if started is None:
             self._late_report(attempt)
             return
-        self._attempts.pop(node, None)
-        self._actors.pop(node, None)
-        if attempt.progress is not None:  # rare: no call on the per-task path
-            self._outbox.ended(attempt)
-        if message.conflicts:
-            self._record_conflicts(attempt.task, message.conflicts)
+        if current:  # else cancelled in flight: late, but the offer it took has started
+            self._attempts.pop(node, None)
+            self._actors.pop(node, None)
+            if attempt.progress is not None:  # rare: no call on the per-task path
+                self._outbox.ended(attempt)
+            if message.conflicts:
+                self._record_conflicts(attempt.task, message.conflicts)
         if taken is not None:
             claimed = taken.node
             actor, offered = self._offered.pop(claimed)
@@ -253,6 +255,8 @@ class JobActor(MapShell):
             if core.record:  # else no RUNNING event is made to stamp
                 self._claimed_at[claimed] = taken.started_at
             self._arm(taken)
+        if not current:
+            self._late_report(attempt)
         self._carry_out(started)
 
     def _on_raised(self, message: Raised) -> None:
@@ -442,9 +446,3 @@ class JobActor(MapShell):
         retry_on = policy.retries if policy.retry_on is not None else None
         fn = self._fns[node]
         return TaskActor(node, self._names[node], fn, self._tiers[node], self, retry_on)
-
-    def _arm(self, attempt: Attempt) -> None:
-        timeout = self._timeouts[attempt.node]
-        if timeout is not None:
-            attempt.deadline = attempt.started_at + timeout
-            self._timers.call_at(attempt.deadline, lambda: self.tell(DeadlinePassed(attempt)))

@@ -1,10 +1,11 @@
-"""Attempts that outlive their welcome: stragglers, ``kill_after`` and heartbeats.
+"""Attempts that outlive their welcome: deadlines, stragglers, ``kill_after``, heartbeats.
 
-Part of the JobActor (a mixin). An attempt *abandoned* (it timed out, its
-heartbeat stopped, the job ended or stopped) while its code runs is a
-*straggler* until that code returns; the commit of its late report takes
-it off the list (``_commit.py``: logged as ``attempt_overran``, its result
-discarded). Meanwhile:
+Part of the JobActor (a mixin). ``_arm`` sets a started attempt's deadline
+on the job's clock (its timer tells the JobActor ``DeadlinePassed``). An
+attempt *abandoned* (it timed out, its heartbeat stopped, the job ended or
+stopped) while its code runs is a *straggler* until that code returns; the
+commit of its late report takes it off the list (``_commit.py``: logged as
+``attempt_overran``, its result discarded). Meanwhile:
 
 - ``kill_after`` seconds past the moment it was abandoned (its deadline, or
   the job's end) the engine logs ``attempt_overrunning`` once and asks its
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from daguerreo_actors._attempt import ACTIVE
 from daguerreo_actors._clock import real_monotonic
 from daguerreo_actors._ending import Ending
-from daguerreo_actors._messages import HeartbeatCheck, KillDue
+from daguerreo_actors._messages import DeadlinePassed, HeartbeatCheck, KillDue
 from daguerreo_actors._result import Straggler
 
 if TYPE_CHECKING:
@@ -50,6 +51,13 @@ class Overrun(Ending):
     _tasks: Sequence[Task]
     _retries: list[Resolved]
     _max_retries: list[int]
+    _timeouts: list[float | None]
+
+    def _arm(self, attempt: Attempt) -> None:
+        timeout = self._timeouts[attempt.node]
+        if timeout is not None:
+            attempt.deadline = attempt.started_at + timeout
+            self._timers.call_at(attempt.deadline, lambda: self.tell(DeadlinePassed(attempt)))
 
     def _give_up(self, attempt: Attempt, at: float) -> bool:
         """Abandon ``attempt`` at ``at``; a straggler if its code runs. False if it finished."""

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from daguerreo_actors._clock import REAL_CLOCK, Clock, new_job_id
@@ -188,7 +189,10 @@ def run(
             lambda: JobInfo(
                 job_id=job_id,
                 name=name,
-                dependencies={task.name: tuple(sorted(task.dependencies)) for task in task_tuple},
+                # Read-only: every listener gets this one mapping.
+                dependencies=MappingProxyType(
+                    {task.name: tuple(sorted(task.dependencies)) for task in task_tuple}
+                ),
                 mapped=frozenset(task.name for task in task_tuple if task.map_over is not None),
                 log_values=log_values,
             ),

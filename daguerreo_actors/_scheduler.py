@@ -135,9 +135,18 @@ class Scheduler(CacheChecks):
         in the slot this attempt freed.
         """
         if not self._is_current(node, attempt):
-            if claimed is not None and not self.ended:
-                raise InternalError(f"a stale report of node {node} claims node {claimed}")
-            return None
+            if claimed is None or self.ended:
+                return None
+            # The stop (or a failed map) cancelled this attempt while its
+            # report, naming the offer its thread took, was in flight.
+            if claimed in self.claimed:
+                # A cleanup task the stop left claimed: it runs in the slot the
+                # cancel freed (nothing else started while it was claimed).
+                self._start_claimed(claimed)
+                return self._dispatch()
+            if self.states[claimed].is_terminal:
+                return None  # the stop recorded its start and cancelled it
+            raise InternalError(f"a stale report of node {node} claims node {claimed}")
         if claimed is not None and claimed not in self.claimed and claimed not in self.offered:
             # Checked before anything changes, like a refused retry.
             raise InternalError(f"node {claimed} was started without an offer")

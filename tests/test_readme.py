@@ -83,7 +83,9 @@ def test_the_readme_otlp_configuration_sends_the_jobs_spans_to_the_exporter() ->
         "    ('opentelemetry.exporter.otlp.proto.grpc.metric_exporter', 'OTLPMetricExporter',"
         " OTLPMetricExporter),\n"
         "]:\n"
-        "    module = types.ModuleType(name); setattr(module, attr, value); sys.modules[name] = module\n"
+        "    module = types.ModuleType(name)\n"
+        "    setattr(module, attr, value)\n"
+        "    sys.modules[name] = module\n"
         "import opentelemetry.sdk.metrics.export as export\n"
         "export.PeriodicExportingMetricReader = PeriodicExportingMetricReader\n"
     )

@@ -546,3 +546,66 @@ def test_the_concurrency_limit_holds_in_the_books_through_claims_and_failed_revo
     # In real time, tasks started in queue order, by the core or by threads.
     assert started_order == list(range(12))
     assert any(not withdrawn for _, withdrawn in shell.revoked), "no revoke ever failed"
+
+
+# -- a stop while a report that claims an offer is in flight ----------------------------------
+
+
+def stop_with_a_claim_in_flight(cleanup: bool) -> tuple[Scheduler, Shell]:
+    """a and b run, x is offered first; a's thread takes x, then b's failure stops the job.
+
+    z, a cleanup task after b, then runs in a freed slot.
+    """
+    graph = graph_of([("a", []), ("b", []), ("x", []), ("c", []), ("z", ["b"])])
+    shell = Shell()
+    sched = Scheduler(
+        graph,
+        max_concurrency=2,
+        max_retries=[0] * 5,
+        continue_on_failure=[False] * 5,
+        run_if=[
+            "all_completed",
+            "all_completed",
+            "all_done" if cleanup else "all_completed",
+            "all_completed",
+            "all_done",
+        ],
+        revoke=shell.revoke,
+    )
+    assert names(sched, sched.start()) == ["b", "a"]  # b first: z depends on it
+    assert offer(sched, shell, 2) == ["x", "c"]
+    assert shell.take() == node(sched, "x")  # a's thread, as a finishes
+    fail(sched, "b")  # handled before a's report: the stop
+    check_books(sched)
+    return sched, shell
+
+
+def test_a_cleanup_task_taken_where_the_stop_cancelled_an_attempt_starts_on_its_report() -> None:
+    sched, _shell = stop_with_a_claim_in_flight(cleanup=True)
+    assert state_of(sched)["a"] == "cancelled"
+    assert claimed_names(sched) == ["x"]
+    # x runs on a's thread: until a's report records its start, nothing
+    # else starts (z waits), so x has a's slot.
+    assert state_of(sched)["z"] == "ready"
+    assert sched.running == 0
+    assert names(sched, sched.completed(node(sched, "a"), 1, {}, node(sched, "x"))) == ["z"]
+    assert state_of(sched)["x"] == "running"
+    assert state_of(sched)["z"] == "running"
+    assert sched.attempts[node(sched, "x")] == 1
+    check_books(sched)
+    complete(sched, "x")
+    complete(sched, "z")
+    assert sched.job_state is JobState.FAILED
+    assert sched.failure is not None
+    assert sched.failure.task == "b"
+
+
+def test_a_task_taken_where_the_stop_cancelled_an_attempt_is_cancelled_its_report_late() -> None:
+    sched, _shell = stop_with_a_claim_in_flight(cleanup=False)
+    assert state_of(sched)["x"] == "cancelled"  # its start recorded, then cancelled
+    assert state_of(sched)["z"] == "running"
+    # a's report is late; the start it names was settled by the stop.
+    assert sched.completed(node(sched, "a"), 1, {}, node(sched, "x")) is None
+    check_books(sched)
+    complete(sched, "z")
+    assert sched.job_state is JobState.FAILED
