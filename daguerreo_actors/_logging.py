@@ -29,6 +29,7 @@ test, before any field is built.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from collections.abc import Callable
@@ -316,6 +317,11 @@ class _KeyField:
         fields["key"] = cut(safe_repr(self._key), 100)
 
 
+def result_keys(result: Any, limit: int | None = None) -> list[str]:
+    """The keys of an output as the log shows them (the first ``limit`` of them)."""
+    return [safe_str(key) for key in itertools.islice(result, limit)]
+
+
 class _ResultFields:
     __slots__ = ("_result", "_values")
 
@@ -324,7 +330,7 @@ class _ResultFields:
         self._values = values
 
     def __call__(self, fields: dict[str, Any]) -> None:
-        fields["result_keys"] = [safe_str(key) for key in self._result]
+        fields["result_keys"] = result_keys(self._result)
         if self._values:
             fields["result"] = self._result
 

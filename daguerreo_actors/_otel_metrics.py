@@ -6,14 +6,17 @@ exporter decides when they leave). One instance may watch any number of
 jobs; its running and ready figures are the totals over the jobs it
 watches.
 
-Instruments (attributes in brackets; ``task`` is ``cicd.pipeline.task.name``, for
-a mapped child its parent's, ``sq`` for ``sq[3]``, so a 10,000-item map is one series, not 10,000):
+Instruments (attributes in brackets; ``task`` is ``cicd.pipeline.task.name``,
+for a mapped task's child its parent's, ``sq`` for ``sq[3]``, with
+``daguerreo.mapped_child=true``: a 10,000-item map is one series, not
+10,000):
 
 - ``daguerreo.task.attempts`` counter [task, outcome]: attempts ended, by
   end state (``completed``, ``exception``, ``timed_out``, ...);
 - ``daguerreo.task.attempt.duration`` histogram, s [task, outcome];
 - ``daguerreo.task.queue_wait`` histogram, s [task]: READY to RUNNING;
-- ``daguerreo.tasks.running`` up-down counter [-]: attempts running now;
+- ``daguerreo.tasks.running`` up-down counter [-]: attempts running now,
+  holding a slot (a mapped task does not: its children do);
 - ``daguerreo.tasks.ready`` gauge [-]: tasks READY and waiting for a slot;
 - ``cicd.pipeline.run.duration`` histogram, s [cicd.pipeline.name,
   cicd.pipeline.result]: the CI/CD convention's metric, one per job.
@@ -34,6 +37,7 @@ from daguerreo_actors._otel_names import (
     ATTEMPT_ENDS,
     INSTRUMENTATION,
     JOB_RESULTS,
+    MAPPED_CHILD,
     OUTCOME,
     PIPELINE_NAME,
     PIPELINE_RESULT,
@@ -96,8 +100,9 @@ class MetricsListener:
         if not event.new_state.is_terminal:
             return
         # Whatever is still counted (none in practice) leaves with the job.
-        if job.running:
-            self._running.add(-len(job.running))
+        slots = [task for task in job.running if task not in job.mapped]
+        if slots:
+            self._running.add(-len(slots))
         self._set_ready(-len(job.ready_at))
         with self._lock:
             self._jobs.pop(event.job_id, None)
@@ -110,27 +115,31 @@ class MetricsListener:
             )
 
     def _task(self, job: _JobCounts, event: TaskEvent) -> None:
-        task = mapped_parent(event.task, job.info) or event.task
+        parent = mapped_parent(event.task, job.info)
+        labels: dict[str, str | bool] = {TASK_NAME: parent or event.task}
+        if parent is not None:
+            labels[MAPPED_CHILD] = True
         if event.old_state is TaskState.READY:
             ready_at = job.ready_at.pop(event.task, None)
             self._set_ready(-1 if ready_at is not None else 0)
             if event.new_state is TaskState.RUNNING and ready_at is not None:
-                self._queue_wait.record(
-                    max(0.0, event.timestamp - ready_at), attributes={TASK_NAME: task}
-                )
+                self._queue_wait.record(max(0.0, event.timestamp - ready_at), attributes=labels)
         if event.new_state is TaskState.READY:
             job.ready_at[event.task] = event.timestamp
             self._set_ready(1)
         elif event.new_state is TaskState.RUNNING:
             job.running[event.task] = event.timestamp
-            self._running.add(1)
+            if event.task not in job.mapped:  # a mapped task holds no slot: its children do
+                self._running.add(1)
         elif event.old_state is TaskState.RUNNING and event.new_state in ATTEMPT_ENDS:
             started = job.running.pop(event.task, None)
-            self._running.add(-1)
-            attributes = {TASK_NAME: task, OUTCOME: event.new_state.value}
+            if started is None:  # its RUNNING event was dropped (a listener far behind)
+                return
+            attributes = {**labels, OUTCOME: event.new_state.value}
+            if event.task not in job.mapped:
+                self._running.add(-1)
             self._attempts.add(1, attributes=attributes)
-            if started is not None:
-                self._duration.record(max(0.0, event.timestamp - started), attributes=attributes)
+            self._duration.record(max(0.0, event.timestamp - started), attributes=attributes)
 
     def _set_ready(self, change: int) -> None:
         if not change:
@@ -143,10 +152,11 @@ class MetricsListener:
 class _JobCounts:
     """What one job has READY and RUNNING, with the times they got there."""
 
-    __slots__ = ("info", "ready_at", "running", "started_at")
+    __slots__ = ("info", "mapped", "ready_at", "running", "started_at")
 
     def __init__(self, info: JobInfo | None) -> None:
         self.info = info
+        self.mapped = frozenset() if info is None else info.mapped
         self.started_at: float | None = None
         self.ready_at: dict[str, float] = {}
         self.running: dict[str, float] = {}

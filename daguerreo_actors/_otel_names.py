@@ -35,6 +35,7 @@ RESULT_KEYS = "daguerreo.result_keys"
 RESULT = "daguerreo.result"
 ERROR_MESSAGE = "daguerreo.error.message"
 MAPPED_FROM = "daguerreo.mapped_from"
+MAPPED_CHILD = "daguerreo.mapped_child"
 OUTCOME = "daguerreo.outcome"
 
 #: An attempt's end state as a CI/CD task run result.

@@ -30,6 +30,7 @@ from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, Tra
 from daguerreo_actors import __version__
 from daguerreo_actors._errors import invalid_result_message
 from daguerreo_actors._events import Event, JobEvent, JobInfo, TaskEvent
+from daguerreo_actors._logging import result_keys
 from daguerreo_actors._otel_names import (
     ATTEMPT,
     ATTEMPT_ENDS,
@@ -61,6 +62,8 @@ from daguerreo_actors._text import cut, safe_repr, safe_str
 
 #: The most characters of a message or value put in one attribute.
 TEXT_LIMIT = 2_000
+#: The most of an output's keys an attempt's span lists.
+KEYS_LIMIT = 100
 
 
 def _ns(timestamp: float) -> int:
@@ -258,8 +261,8 @@ class _JobTrace:
     def _completed(self, span: Span, event: TaskEvent, attributes: dict[str, Any]) -> None:
         self._produced[event.task] = span.get_span_context()
         result = event.result
-        try:
-            keys = [k if isinstance(k, str) else safe_repr(k) for k in result]
+        try:  # as the log shows them; a 100,000-key output is not a 100,000-item attribute
+            keys = [cut(key, TEXT_LIMIT // 10) for key in result_keys(result, KEYS_LIMIT)]
         except BaseException:  # noqa: BLE001 - a result's keys are user objects
             keys = []
         attributes[RESULT_KEYS] = keys

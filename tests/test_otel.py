@@ -224,6 +224,19 @@ def test_result_values_stay_out_of_spans_unless_log_values_is_set(
     assert "tok-XYZZY" in str(span.attributes["daguerreo.result"])
 
 
+def test_an_output_with_many_keys_lists_only_the_first_hundred_on_its_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    def wide(_ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        return {f"k{i}": i for i in range(1000)} | {"x" * 10_000: 0}
+
+    traced(provider, [Task("wide", wide)])
+    [span] = by_name(exporter.get_finished_spans())["wide"]
+    assert span.attributes is not None
+    keys = span.attributes["daguerreo.result_keys"]
+    assert list(keys) == [f"k{i}" for i in range(100)]  # type: ignore[arg-type]
+
+
 def test_restored_and_cached_outputs_are_zero_length_spans_that_dependents_link_to(
     provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
 ) -> None:
@@ -276,10 +289,15 @@ def test_one_tracing_listener_serves_two_jobs_at_once_as_two_traces(
     finish(first)
     finish(second)
     spans = by_name(exporter.get_finished_spans())
-    traces = {spans[name][0].context.trace_id: name for name in ("one", "two")}
-    assert len(traces) == 2
-    for span in spans["a"] + spans["b"]:
-        assert span.context.trace_id in traces
+    for job_name in ("one", "two"):
+        [job_span] = spans[job_name]
+        mine = [
+            s for s in spans["a"] + spans["b"] if s.context.trace_id == job_span.context.trace_id
+        ]
+        assert sorted(s.name for s in mine) == ["a", "b"]
+        assert all(
+            s.parent is not None and s.parent.span_id == job_span.context.span_id for s in mine
+        )
     assert tracing.open_jobs == 0
 
 
@@ -354,21 +372,21 @@ def test_metrics_count_attempts_by_outcome_and_end_with_nothing_running_or_ready
     ]
     finish(d.run(tasks, listeners=[listener], name="m", max_concurrency=2))
     got = points(reader)
-    attempts = {
-        (p.attributes["cicd.pipeline.task.name"], p.attributes["daguerreo.outcome"]): p.value
-        for p in got["daguerreo.task.attempts"]
-    }
+
+    def key(p: Any) -> tuple[Any, ...]:
+        a = p.attributes
+        return (a["cicd.pipeline.task.name"], a["daguerreo.outcome"], "daguerreo.mapped_child" in a)
+
+    attempts = {key(p): p.value for p in got["daguerreo.task.attempts"]}
     # A map's children count under their parent's name: one series, not five.
     assert attempts == {
-        ("items", "completed"): 1,
-        ("each", "completed"): 6,
-        ("flaky", "exception"): 1,
-        ("flaky", "completed"): 1,
+        ("items", "completed", False): 1,
+        ("each", "completed", False): 1,
+        ("each", "completed", True): 5,
+        ("flaky", "exception", False): 1,
+        ("flaky", "completed", False): 1,
     }
-    durations = {
-        (p.attributes["cicd.pipeline.task.name"], p.attributes["daguerreo.outcome"]): p.count
-        for p in got["daguerreo.task.attempt.duration"]
-    }
+    durations = {key(p): p.count for p in got["daguerreo.task.attempt.duration"]}
     assert durations == attempts
     assert sum(p.count for p in got["daguerreo.task.queue_wait"]) == 9
     [running] = got["daguerreo.tasks.running"]
@@ -406,4 +424,50 @@ def test_the_ready_gauge_shows_tasks_waiting_for_a_slot() -> None:
     finish(job)
     assert seen[0] == 3  # one running, three ready
     assert points(reader)["daguerreo.tasks.ready"][0].value == 0
+    provider.shutdown()
+
+
+def test_one_metrics_listener_watching_two_jobs_at_once_ends_with_nothing_running_or_ready() -> (
+    None
+):
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    listener = MetricsListener(provider)
+    gate = threading.Event()
+
+    def held(_ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        assert gate.wait(WAIT)
+        return {}
+
+    jobs = [
+        d.run([Task(f"t{i}", held) for i in range(6)], listeners=[listener], max_concurrency=2)
+        for _ in range(2)
+    ]
+    gate.set()
+    for job in jobs:
+        finish(job)
+    got = points(reader)
+    assert sum(p.value for p in got["daguerreo.task.attempts"]) == 12
+    assert got["daguerreo.tasks.running"][0].value == 0
+    assert got["daguerreo.tasks.ready"][0].value == 0
+    provider.shutdown()
+
+
+def test_an_attempt_whose_running_event_was_dropped_never_makes_running_negative() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    listener = MetricsListener(provider)
+    ts = d.TaskState
+    listener(d.JobEvent("j", d.JobState.IDLE, d.JobState.RUNNING, 1.0))
+    listener(d.TaskEvent("j", "a", ts.UNSCHEDULED, ts.READY, 0, 1.0))
+    # READY -> RUNNING was dropped (a listener far behind drops events).
+    listener(d.TaskEvent("j", "a", ts.RUNNING, ts.COMPLETED, 1, 2.0, result={}))
+    listener(d.TaskEvent("j", "b", ts.UNSCHEDULED, ts.READY, 0, 2.0))
+    listener(d.TaskEvent("j", "b", ts.READY, ts.RUNNING, 1, 2.0))
+    assert points(reader)["daguerreo.tasks.running"][0].value == 1
+    listener(d.TaskEvent("j", "b", ts.RUNNING, ts.COMPLETED, 1, 3.0, result={}))
+    listener(d.JobEvent("j", d.JobState.RUNNING, d.JobState.COMPLETED, 3.0))
+    got = points(reader)
+    assert got["daguerreo.tasks.running"][0].value == 0
+    assert got["daguerreo.tasks.ready"][0].value == 0
     provider.shutdown()
