@@ -68,7 +68,8 @@ def tracing_cost(n: int = 10_000, reps: int = 5) -> dict[str, dict[str, list[flo
                 job = d.run(tasks, max_concurrency=2, listeners=listeners)
                 job.get(timeout=600)
                 got = time.perf_counter()
-                job.wait_for_listeners(600)
+                if not job.wait_for_listeners(600):
+                    raise RuntimeError(f"{name}: the listeners never consumed the events")
                 done = time.perf_counter()
                 out[name]["job"].append((got - started) / n * 1e6)
                 out[name]["listeners"].append((done - started) / n * 1e6)
@@ -80,6 +81,7 @@ def tracing_cost(n: int = 10_000, reps: int = 5) -> dict[str, dict[str, list[flo
 
 
 def report_page(n: int = 10_000, reps: int = 3) -> dict[str, Any] | None:
+    """None without chromium (the check then reads "not measured")."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver is None:
         return None
@@ -92,7 +94,8 @@ def report_page(n: int = 10_000, reps: int = 3) -> dict[str, Any] | None:
     report = d.JobReport()
     job = d.run(tasks, max_concurrency=2, listeners=[report])
     job.get(timeout=600)
-    job.wait_for_listeners(600)
+    if not job.wait_for_listeners(600):
+        raise RuntimeError("the report never consumed the job's events")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
@@ -148,7 +151,15 @@ def report_lines(
                 f"x{traced / base:.2f}",
             )
         )
-    if page:
+    if page is None:
+        checks.append(
+            (
+                "10k-task report page renders in headless Chromium in < 3 s",
+                False,
+                "not measured: no chromium (apt-get install -y chromium chromium-driver)",
+            )
+        )
+    else:
         render = page["render"]
         lines += [
             f"Report page of a {page['n']:,}-task random DAG: {page['size'] / 2**20:.1f} MB, "

@@ -11,8 +11,9 @@ picture's size):
   node's layer is the length of the longest dependency chain into it, its
   place in the layer the mean place of its dependencies (one barycentre
   sweep, ties in task order). A layer taller than :data:`WRAP` nodes wraps
-  into side-by-side columns, so a 10,000-task wide job is a block, not a
-  strip 10,000 nodes long.
+  into side-by-side columns, and more than :data:`BAND` columns stack into
+  bands, so a 10,000-task wide job or chain is a block, not a strip 10,000
+  nodes long.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ DOT_LIMIT = 500
 DOT_TIMEOUT = 20.0
 #: The most nodes one column of a layer holds before it wraps.
 WRAP = 400
+#: The most columns side by side; more (a long chain) stack in bands.
+BAND = 120
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,8 +105,7 @@ def layered(dependencies: Sequence[Sequence[int]], width: float, height: float) 
             place[node] = float(position)
     gap_x, gap_y = (width * 0.5, height * 0.5)
     pitch_x, pitch_y = width + gap_x, height + gap_y
-    x = [0.0] * len(dependencies)
-    y = [0.0] * len(dependencies)
+    spot = [(0, 0)] * len(dependencies)  # (column, row) of each node
     column = 0
     tallest = 0
     for members in by_layer:
@@ -111,16 +113,20 @@ def layered(dependencies: Sequence[Sequence[int]], width: float, height: float) 
         per_column = -(-len(members) // columns)
         tallest = max(tallest, per_column)
         for position, node in enumerate(members):
-            x[node] = (column + position // per_column) * pitch_x + width / 2 + gap_x
-            y[node] = (position % per_column) * pitch_y + height / 2 + gap_y
+            spot[node] = (column + position // per_column, position % per_column)
         column += columns
+    # More columns than a band holds (a long chain): the bands stack, top to bottom.
+    band_columns = min(column, BAND)
+    band_height = tallest * pitch_y + 2 * gap_y
+    x = [(c % BAND) * pitch_x + width / 2 + gap_x for c, _r in spot]
+    y = [(c // BAND) * band_height + r * pitch_y + height / 2 + gap_y for c, r in spot]
     return Layout(
         x,
         y,
         width,
         height,
-        width=column * pitch_x + gap_x,
-        height=tallest * pitch_y + gap_y,
+        width=band_columns * pitch_x + gap_x,
+        height=-(-column // BAND) * band_height,
         method="layered",
     )
 

@@ -20,6 +20,7 @@ there were.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from importlib import resources
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 LABEL_LIMIT = 300
 #: The timeline's width in pixels (its time axis).
 TIMELINE_WIDTH = 1100.0
+#: The dashed line between an attempt's end and its retry's READY.
+GAP_COLOUR = "#999999"
+#: A task's final state (the DAG's nodes, the header); attempts use COLOURS.
 _STATE_COLOURS = {
     TaskState.COMPLETED: COLOURS[TaskState.COMPLETED],
     TaskState.FAILED: COLOURS[TaskState.EXCEPTION],
@@ -72,7 +76,8 @@ def render_html(report: JobReport, *, layout_method: str = "auto") -> str:
     parent = [_parent(task.name, index) for task in tasks]
     nodes = [i for i in range(len(tasks)) if parent[i] < 0]
     origin = _origin(report, tasks)
-    critical = set(report.critical_path)
+    path = report.critical_path
+    critical = set(path)
     page = resources.files("daguerreo_actors") / "_report_assets"
     data = {
         "origin": origin,
@@ -96,16 +101,17 @@ def render_html(report: JobReport, *, layout_method: str = "auto") -> str:
         [
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             f"<title>{_text(title)}</title><style>",
+            _colour_variables(),
             (page / "report.css").read_text(encoding="utf-8"),
             "</style></head><body>",
             f'<header><h1 class="s-{report.state.value}">{_text(title)}</h1><p>',
             f"Wall time {report.wall_time:.3f} s; {totals['tasks']} tasks, ",
             f"{totals['attempts']} attempts ({totals['retries']} retries): {_text(counts)}.",
             ' Critical path: <span id="critical">',
-            _text(" \u2192 ".join(report.critical_path) or "(none)"),
+            _text(" \u2192 ".join(path) or "(none)"),
             "</span></p></header>",
             '<section><h2>DAG</h2><div class="scroll" id="dag-box">',
-            _dag_svg(tasks, nodes, index, parent, critical, layout_method),
+            _dag_svg(tasks, nodes, index, parent, path, layout_method),
             "</div></section><section><h2>Timeline</h2>",
             _legend(),
             '<div class="scroll" id="timeline-box">',
@@ -130,6 +136,17 @@ def render_html(report: JobReport, *, layout_method: str = "auto") -> str:
             "</script></body></html>",
         ]
     )
+
+
+def _colour_variables() -> str:
+    """The colours the stylesheet uses, from the one table of each."""
+    colours = {
+        "completed": _STATE_COLOURS[TaskState.COMPLETED],
+        "failed": _STATE_COLOURS[TaskState.FAILED],
+        "cancelled": _STATE_COLOURS[TaskState.CANCELLED],
+        "gap": GAP_COLOUR,
+    }
+    return ":root{" + "".join(f"--{name}:{value};" for name, value in colours.items()) + "}"
 
 
 def _parent(name: str, index: dict[str, int]) -> int:
@@ -186,9 +203,11 @@ def _dag_svg(
     nodes: list[int],
     index: dict[str, int],
     parent: list[int],
-    critical: set[str],
+    path: list[str],
     method: str,
 ) -> str:
+    critical = set(path)
+    critical_edges = set(itertools.pairwise(path))
     position = {task: at for at, task in enumerate(nodes)}
     deps = [
         [position[index[d]] for d in tasks[task].dependencies if index.get(d) in position]
@@ -209,8 +228,8 @@ def _dag_svg(
                 f"M{_num(placed.x[dep] + half_w)} {_num(placed.y[dep])}"
                 f"L{_num(placed.x[at] - half_w)} {_num(placed.y[at])}"
             )
-            both = tasks[task].name in critical and tasks[nodes[dep]].name in critical
-            (hot if both else edges).append(segment)
+            on_path = (tasks[nodes[dep]].name, tasks[task].name) in critical_edges
+            (hot if on_path else edges).append(segment)
     out = [
         f'<svg id="dag" xmlns="http://www.w3.org/2000/svg" data-layout="{placed.method}" '
         f'width="{_num(placed.width)}" height="{_num(placed.height)}">',
@@ -243,7 +262,7 @@ def _dag_svg(
 def _legend() -> str:
     items = [("queued (ready)", QUEUE_COLOUR)]
     items += [(s.value, c) for s, c in COLOURS.items() if s is not None]
-    items.append(("retry gap", "#999999"))
+    items.append(("retry gap", GAP_COLOUR))
     return (
         '<p class="legend">'
         + "".join(

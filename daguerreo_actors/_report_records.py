@@ -24,8 +24,9 @@ from daguerreo_actors._logfile import (
     entry_error,
     is_task_entry,
 )
+from daguerreo_actors._logging import ERROR_LIMIT
 from daguerreo_actors._states import TaskState
-from daguerreo_actors._text import progress_text, safe_str
+from daguerreo_actors._text import cut, progress_text, safe_str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,7 +50,8 @@ def from_event(event: Event) -> Record:
     assert isinstance(event, TaskEvent)
     error = None
     if event.exception is not None:
-        error = f"{type(event.exception).__name__}: {safe_str(event.exception)}"
+        # Cut as the log cuts it: a report reads the same from either source.
+        error = f"{type(event.exception).__name__}: {cut(safe_str(event.exception), ERROR_LIMIT)}"
     elif event.new_state is TaskState.INVALID_RESULT:
         # What the log's entry says too (without the value).
         error = invalid_result_message(event.task, event.result)

@@ -30,7 +30,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 import daguerreo_actors as d
 from daguerreo_actors import JobReport, Task
-from daguerreo_actors._layout import DOT_LIMIT, WRAP, layered, layers_of, layout
+from daguerreo_actors._layout import BAND, DOT_LIMIT, WRAP, layered, layers_of, layout
 from daguerreo_actors._report_html import render_html
 from daguerreo_actors.cli import main
 
@@ -231,6 +231,16 @@ def test_a_layer_taller_than_the_wrap_becomes_side_by_side_columns() -> None:
     assert len(set(placed.y)) == WRAP
 
 
+def test_a_long_chain_stacks_its_columns_in_bands() -> None:
+    chain = [[node - 1] if node else [] for node in range(BAND * 3)]
+    placed = layered(chain, 8.0, 8.0)
+    assert len(set(placed.x)) == BAND
+    assert len(set(placed.y)) == 3
+    assert placed.width < placed.height * BAND  # a block, not a strip
+    assert max(placed.x) < placed.width
+    assert max(placed.y) < placed.height
+
+
 def test_dot_lays_out_small_dags_where_installed_and_layered_the_rest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -360,3 +370,57 @@ def test_a_ten_thousand_task_page_is_under_10_mb_and_renders_every_task(
     while "t9999" not in texts(browser, "#tasks tbody td:first-child"):
         assert time.monotonic() < deadline, "the table never showed its last row"
         time.sleep(0.05)
+
+
+def test_the_critical_path_highlights_only_its_own_edges() -> None:
+    def slow(_ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        time.sleep(0.02)
+        return {}
+
+    tasks = [Task("a", noop), Task("b", slow, ["a"]), Task("c", noop, ["a", "b"])]
+    report = JobReport()
+    job = d.run(tasks, listeners=[report])
+    assert job.get(timeout=WAIT).ok
+    assert job.wait_for_listeners(timeout=WAIT)
+    assert report.critical_path == ["a", "b", "c"]
+    text = render_html(report, layout_method="layered")
+    hot = text.split('class="edges crit" d="')[1].split('"')[0]
+    assert hot.count("M") == 2  # a -> b and b -> c, not the edge a -> c
+
+
+def test_long_errors_keep_every_row_one_line_and_a_click_never_scrolls_the_window(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    def verbose(_ctx: Ctx, _a: IsActive) -> dict[str, Any]:
+        raise ValueError("a long story " * 40)
+
+    tasks = [Task(f"t{i:03}", verbose, max_retries=0) for i in range(300)]
+    report = JobReport()
+    job = d.run(tasks, listeners=[report], on_failure="continue")
+    assert job.get(timeout=WAIT).state.value == "failed"
+    assert job.wait_for_listeners(timeout=WAIT)
+    path = report.save_html(tmp_path / "errors.html")
+    open_page(browser, path)
+    heights = browser.execute_script(
+        "return [...document.querySelectorAll('#tasks tbody tr:not(.pad)')]"
+        ".map(r => r.getBoundingClientRect().height)"
+    )
+    assert heights
+    assert max(heights) <= 25
+    # The table in the window's view first, so the click itself scrolls nothing.
+    browser.execute_script(
+        "document.getElementById('table-box').scrollIntoView();"
+        "document.getElementById('table-box').scrollTop = 1e9"
+    )
+    deadline = time.monotonic() + 10
+    while "t299" not in texts(browser, "#tasks tbody td:first-child"):
+        assert time.monotonic() < deadline, "the table never showed its last row"
+        time.sleep(0.05)
+    before = browser.execute_script("return window.scrollY")
+    # A DOM click: webdriver's own click would scroll the row into view first.
+    browser.execute_script(
+        "[...document.querySelectorAll('#tasks tbody td')]"
+        ".find(td => td.textContent === 't299').click()"
+    )
+    assert browser.execute_script("return window.scrollY") == before
+    assert "a long story" in browser.find_element(By.ID, "detail").text

@@ -23,10 +23,15 @@
     row.style.height = height + "px";
     return row;
   }
-  function drawRows() {
+  let drawn = "";
+  // Only the rows in view (and SPARE around them); rebuilt only when that
+  // window moved or `changed` (a sort, a selection), so rows stay put.
+  function drawRows(changed) {
     const first = Math.max(0, Math.floor(box.scrollTop / ROW) - SPARE);
     const count = Math.ceil(box.clientHeight / ROW) + 2 * SPARE;
     const last = Math.min(order.length, first + count);
+    if (!changed && drawn === first + ":" + last) return;
+    drawn = first + ":" + last;
     const rows = [pad(first * ROW)];
     for (let at = first; at < last; at++) {
       const i = order[at], t = tasks[i];
@@ -59,7 +64,7 @@
     document.querySelectorAll("#tasks th").forEach((th) => {
       th.className = th.dataset.key === key ? (sortDir > 0 ? "asc" : "desc") : "";
     });
-    drawRows();
+    drawRows(true);
   }
   function marks(i) {
     const node = tasks[i].parent >= 0 ? tasks[i].parent : i;
@@ -99,12 +104,23 @@
     const found = marks(i);
     found.forEach((el) => el.classList.add("sel"));
     showDetail(i);
-    if (from !== "dag" && found[0]) found[0].scrollIntoView({ block: "nearest", inline: "nearest" });
+    if (from !== "dag" && found[0]) reveal(document.getElementById("dag-box"), found[0]);
+    if (from !== "timeline" && found[1]) reveal(document.getElementById("timeline-box"), found[1]);
     if (from !== "table") {
       const at = order.indexOf(i);
       box.scrollTop = Math.max(0, at * ROW - box.clientHeight / 2);
     }
-    drawRows();
+    drawRows(true);
+  }
+  // Scroll the box (never the window) so that the element is in view.
+  function reveal(scroller, el) {
+    const outer = scroller.getBoundingClientRect(), inner = el.getBoundingClientRect();
+    if (inner.top < outer.top || inner.bottom > outer.bottom) {
+      scroller.scrollTop += inner.top - outer.top - scroller.clientHeight / 2;
+    }
+    if (inner.left < outer.left || inner.right > outer.right) {
+      scroller.scrollLeft += inner.left - outer.left - scroller.clientWidth / 2;
+    }
   }
   function clicked(from) {
     return (ev) => {
@@ -123,8 +139,8 @@
   box.addEventListener("scroll", () => {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => { pending = false; drawRows(); });
+    requestAnimationFrame(() => { pending = false; drawRows(false); });
   });
-  drawRows();
+  drawRows(true);
   document.body.dataset.ready = String(performance.now());
 })();
