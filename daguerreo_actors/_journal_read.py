@@ -67,7 +67,13 @@ def journal_lines(path: str | os.PathLike[str]) -> Iterator[str]:
             (job, task): json.loads(d)
             for job, task, d in query("SELECT job_id, task, dependencies FROM tasks")
         }
-        jobs = [job for (job,) in query("SELECT job_id FROM jobs ORDER BY started, rowid")]
+        jobs = []
+        names: dict[str, str] = {}
+        for job, options in query("SELECT job_id, options FROM jobs ORDER BY started, rowid"):
+            jobs.append(job)
+            name = json.loads(options or "{}").get("name")
+            if isinstance(name, str):
+                names[job] = name
         rows = [(job, *entry) for job in jobs for entry in job_transitions(query, job)]
     finally:
         db.close()
@@ -79,6 +85,8 @@ def journal_lines(path: str | os.PathLike[str]) -> Iterator[str]:
             "new_state": new,
             "ts": ts,
         }
+        if task is None and old == "idle" and job in names:
+            entry["job_name"] = names[job]
         if task is not None:
             entry["task"] = task
             entry["attempt"] = attempt

@@ -38,6 +38,7 @@ TASK_TRANSITION = "task_transition"
 # Field names.
 EVENT = "event"
 JOB_ID = "job_id"
+JOB_NAME = "job_name"  # run(name=), on the job's IDLE -> RUNNING entry
 TASK = "task"
 OLD_STATE = "old_state"
 NEW_STATE = "new_state"

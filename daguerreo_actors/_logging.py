@@ -112,6 +112,7 @@ class TransitionLog:
     __slots__ = (
         "_bound",
         "_job_id",
+        "_name",
         "_put",
         "debug_enabled",
         "error_enabled",
@@ -120,10 +121,11 @@ class TransitionLog:
         "warning_enabled",
     )
 
-    def __init__(self, job_id: str, *, log_values: bool = False) -> None:
+    def __init__(self, job_id: str, *, log_values: bool = False, name: str | None = None) -> None:
         # Called in run(), on the caller's thread: resolving the levels may
         # run the application's wrapper class.
         self._job_id = job_id
+        self._name = name  # run(name=): on the job's IDLE -> RUNNING entry
         self._put = writer().put
         self.log_values = log_values
         # Unconfigured, structlog prints every level to stdout: a library's
@@ -167,6 +169,8 @@ class TransitionLog:
         if not self.info_enabled:
             return
         fields: dict[str, Any] = {"old_state": old.value, "new_state": new.value, "ts": ts}
+        if self._name is not None and old is JobState.IDLE:
+            fields["job_name"] = self._name
         if duration is not None:
             fields["duration"] = round(duration, 6)
         self.emit(logging.INFO, "job_transition", fields)

@@ -26,6 +26,7 @@ from daguerreo_actors._logfile import (
     ATTEMPT,
     ATTEMPT_OVERRUNNING,
     EVENT,
+    JOB_NAME,
     SECONDS_PAST,
     TASK,
     EntryFilter,
@@ -200,6 +201,9 @@ class JobReport:
                 report._straggler(entry)
             else:
                 report._add(from_entry(entry))
+                name = entry.get(JOB_NAME)
+                if isinstance(name, str):
+                    report.name = name
         return list(reports.values())
 
     def _straggler(self, entry: dict[str, Any]) -> None:

@@ -174,12 +174,13 @@ def run(
                 "max_concurrency": max_concurrency,
                 "timeout": None if timeout is None else float(timeout),
                 "on_failure": on_failure,
+                "name": name,
             },
         )
         options = dataclasses.replace(options, journal=side, restored=restored)
     elif serializer is not None:
         raise ValueError("serializer is for the journal: give journal= too")
-    log = TransitionLog(job_id, log_values=log_values)
+    log = TransitionLog(job_id, log_values=log_values, name=name)
     holder: list[JobActor] = []
     links = start_listeners(listener_list, job_id, lambda reason: holder[0].listener_lost(reason))
     try:

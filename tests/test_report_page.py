@@ -167,13 +167,14 @@ def test_a_report_used_as_a_listener_learns_the_jobs_name_and_dependencies() -> 
 
 def test_the_cli_writes_the_page_of_a_journaled_job(tmp_path: Path) -> None:
     journal = tmp_path / "j.db"
-    job = d.run([Task("a", noop), Task("b", noop, ["a"])], journal=journal)
+    job = d.run([Task("a", noop), Task("b", noop, ["a"])], journal=journal, name="nightly")
     assert job.get(timeout=WAIT).ok
     out = tmp_path / "out" / "page.html"
     result = CliRunner().invoke(main, ["report", str(journal), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert f"written to {out}" in result.output
     text = out.read_text(encoding="utf-8")
+    assert f"<title>Job nightly ({job.id[:8]}): completed</title>" in text
     assert 'id="n0"' in text
     assert 'id="n1"' in text
     missing = CliRunner().invoke(main, ["report", str(journal), "--job", "ffff", "-o", str(out)])
@@ -185,7 +186,7 @@ def test_the_cli_writes_the_page_from_a_debug_log(tmp_path: Path) -> None:
     log = tmp_path / "job.log"
     d.configure_logging(json_file=log, level="debug")
     try:
-        job = d.run([Task("a", noop), Task("b", fails_once(), ["a"])])
+        job = d.run([Task("a", noop), Task("b", fails_once(), ["a"])], name="from-a-log")
         assert job.get(timeout=WAIT).ok
         assert job.wait_for_listeners(WAIT)  # the log entries are written too
     finally:
@@ -195,7 +196,9 @@ def test_the_cli_writes_the_page_from_a_debug_log(tmp_path: Path) -> None:
     out = tmp_path / "page.html"
     result = CliRunner().invoke(main, ["report", str(log), "-o", str(out), "--layout", "layered"])
     assert result.exit_code == 0, result.output
-    assert 'data-layout="layered"' in out.read_text(encoding="utf-8")
+    text = out.read_text(encoding="utf-8")
+    assert 'data-layout="layered"' in text
+    assert "<title>Job from-a-log (" in text
 
 
 # -- the layout ---------------------------------------------------------------------------
