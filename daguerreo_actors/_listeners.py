@@ -12,8 +12,8 @@ event on (a ``pykka.ActorRef``):
   its proxy lets the other threads have the GIL (``time.sleep(0)``) after
   every :data:`GIL_SLICE` of listener work, so the job's threads, which
   wake often for a little work each, do not wait out the interpreter's 5 ms
-  switch interval behind it (measured, 10k wide, a TracingListener:
-  the job 200 -> 80 µs per task; see docs/benchmarks.md);
+  switch interval behind it (10k wide with a TracingListener, the job took
+  about 200 µs per task without the yield, 96 with it: docs/benchmarks.md);
 - a listener that blocks delays only its own proxy. Its backlog (events
   sent to the proxy and not yet consumed) is bounded by
   :data:`LISTENER_BACKLOG_LIMIT`: past it, further events for that listener

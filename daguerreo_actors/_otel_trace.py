@@ -226,6 +226,12 @@ class _JobTrace:
         span = self._open.pop(event.task, None)
         if span is None:
             return
+        try:
+            self._describe(span, event)
+        finally:  # whatever went wrong describing it, the span ends
+            span.end(end_time=_ns(event.timestamp))
+
+    def _describe(self, span: Span, event: TaskEvent) -> None:
         new = event.new_state
         # One set_attributes call: each call takes the span's lock and checks
         # every value (the SDK's cost, most of this listener's).
@@ -256,7 +262,6 @@ class _JobTrace:
         span.set_attributes(attributes)
         if status is not None:
             span.set_status(status)
-        span.end(end_time=_ns(event.timestamp))
 
     def _completed(self, span: Span, event: TaskEvent, attributes: dict[str, Any]) -> None:
         self._produced[event.task] = span.get_span_context()

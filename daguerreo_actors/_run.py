@@ -128,11 +128,18 @@ def run(
             f"got {type(listeners).__name__}"
         )
     listener_list = list(listeners)
+    first_at: dict[int, int] = {}
     for position, listener in enumerate(listener_list):
         if not is_listener(listener):
             raise TypeError(
                 f"listener #{position} must be a callable taking one event or a "
                 f"pykka ActorRef, got {type(listener).__name__}"
+            )
+        # Twice would deliver every event twice (a report counting each attempt twice).
+        if first_at.setdefault(id(listener), position) != position:
+            raise ValueError(
+                f"listener #{position} is listener #{first_at[id(listener)]} again: "
+                "give each listener once"
             )
 
     task_tuple, graph = build_graph(tasks, resources or {})

@@ -327,6 +327,12 @@ def test_a_dag_name_names_the_job_and_reaches_listeners() -> None:
         Dag(name=b"x")  # type: ignore[arg-type]
 
 
+def test_the_same_listener_given_twice_is_refused() -> None:
+    tracing = TracingListener()
+    with pytest.raises(ValueError, match="listener #2 is listener #0 again"):
+        d.run([Task("a", noop)], listeners=[tracing, print, tracing])
+
+
 def test_a_job_starting_hook_that_raises_is_logged_and_the_job_runs(
     logs: list[dict[str, Any]],
 ) -> None:

@@ -116,6 +116,16 @@ def open_page(browser: WebDriver, path: Path) -> None:
         time.sleep(0.05)
 
 
+def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    monkeypatch.delenv("CHROMEDRIVER", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium chromium-driver"):
+        browser_paths()
+
+
 # -- the file ----------------------------------------------------------------------------
 
 
