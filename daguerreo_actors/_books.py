@@ -172,6 +172,8 @@ class Books:
         # has not been reported yet.
         self.offered: set[int] = set()
         self.claimed: dict[int, None] = {}  # an ordered set: claims in queue order
+        #: Claims the stop recorded as started and cancelled, their reports in flight.
+        self.settled_claims: set[int] = set()
         self._revoke = revoke
 
     def take_transitions(self) -> list[Transition]:

@@ -141,6 +141,7 @@ class Propagation(Books):
         # attempts just cancelled: record their start, then cancel them.
         for node in [n for n in self.claimed if not cleanup[n]]:
             del self.claimed[node]
+            self.settled_claims.add(node)
             self.attempts[node] += 1
             self._set(node, _RUNNING)
             self._set(node, _CANCELLED)

@@ -144,7 +144,8 @@ class Scheduler(CacheChecks):
                 # cancel freed (nothing else started while it was claimed).
                 self._start_claimed(claimed)
                 return self._dispatch()
-            if self.states[claimed].is_terminal:
+            if claimed in self.settled_claims:
+                self.settled_claims.discard(claimed)
                 return None  # the stop recorded its start and cancelled it
             raise InternalError(f"a stale report of node {node} claims node {claimed}")
         if claimed is not None and claimed not in self.claimed and claimed not in self.offered:
