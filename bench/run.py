@@ -8,7 +8,8 @@ Then the scenario checks of the performance issue: the 100,000-task random
 DAG whose tasks each add a key (in a fresh process, for an honest peak RSS),
 validation of a 100,000-task DAG, the cost of listeners and of debug-level
 JSON logging, the OpenTelemetry listeners and the report page in Chromium
-(``observe.py``). Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
+(``observe.py``), and the Dask tier against ``client.get`` (``cluster.py``).
+Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 
 structlog is configured the way a typical application does: info and above,
 debug entries filtered out.
@@ -38,7 +39,7 @@ from typing import Any
 import structlog
 
 import daguerreo_actors as d
-from bench import fixed, observe, policies, shapes
+from bench import cluster, fixed, observe, policies, shapes
 from bench.engines import ENGINES, KINDS, Runner, functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -362,6 +363,7 @@ def report(
     fixed_costs: dict[str, Any] | None = None,
     policy_costs: tuple[Any, ...] | None = None,
     observed: tuple[Any, Any] | None = None,
+    on_dask: tuple[Any, ...] | None = None,
 ) -> tuple[str, list[tuple[str, bool, str]]]:
     lines = [
         "# Benchmarks",
@@ -459,6 +461,10 @@ def report(
         observe_lines, observe_checks = observe.report_lines(*observed)
         lines += observe_lines
         checks += observe_checks
+    if on_dask is not None:
+        dask_lines, dask_checks = cluster.report_lines(*on_dask)
+        lines += dask_lines
+        checks += dask_checks
     lines += ["## Scenarios", ""]
     if big is not None:
         per_task = big["engine_rss"] / big["n"]
@@ -638,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         policies.map_cost(),
     )
     observed = (observe.tracing_cost(), observe.report_page())
+    on_dask = None if args.quick else (cluster.in_subprocess(1_000, 3),)
     elapsed = time.perf_counter() - started
     text, checks = report(
         results,
@@ -650,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         fixed_costs,
         policy_costs,
         observed,
+        on_dask,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
