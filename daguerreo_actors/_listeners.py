@@ -13,7 +13,7 @@ event on (a ``pykka.ActorRef``):
   every :data:`GIL_SLICE` of listener work, so the job's threads, which
   wake often for a little work each, do not wait out the interpreter's 5 ms
   switch interval behind it (10k wide with a TracingListener, the job took
-  about 200 µs per task without the yield, 96 with it: docs/benchmarks.md);
+  about 200 µs per task without the yield, 95 with it: docs/benchmarks.md);
 - a listener that blocks delays only its own proxy. Its backlog (events
   sent to the proxy and not yet consumed) is bounded by
   :data:`LISTENER_BACKLOG_LIMIT`: past it, further events for that listener
