@@ -447,24 +447,20 @@ def report(
                                 f"graphlib x{ratio(base_large, base_small)})",
                             )
                         )
+    sections = []
     if fixed_costs is not None:
-        fixed_lines, fixed_checks = fixed.report_lines(
-            fixed_costs["fixed"], fixed_costs["imports"], fixed_costs["chains"]
+        sections.append(
+            fixed.report_lines(fixed_costs["fixed"], fixed_costs["imports"], fixed_costs["chains"])
         )
-        lines += fixed_lines
-        checks += fixed_checks
     if policy_costs is not None:
-        policy_lines, policy_checks = policies.report_lines(*policy_costs)
-        lines += policy_lines
-        checks += policy_checks
+        sections.append(policies.report_lines(*policy_costs))
     if observed is not None:
-        observe_lines, observe_checks = observe.report_lines(*observed)
-        lines += observe_lines
-        checks += observe_checks
+        sections.append(observe.report_lines(*observed))
     if on_dask is not None:
-        dask_lines, dask_checks = cluster.report_lines(*on_dask)
-        lines += dask_lines
-        checks += dask_checks
+        sections.append(cluster.report_lines(*on_dask))
+    for section_lines, section_checks in sections:
+        lines += section_lines
+        checks += section_checks
     lines += ["## Scenarios", ""]
     if big is not None:
         per_task = big["engine_rss"] / big["n"]

@@ -230,13 +230,14 @@ class JobActor(MapShell):
         attempt, taken = message.attempt, message.taken
         node = attempt.node
         core = self._core
-        current = self._attempts.get(node) is attempt
         started = core.completed(
             node, attempt.number, message.output, None if taken is None else taken.node
         )
         if started is None:
             self._late_report(attempt)
             return
+        # Only a report that claims an offer can be stale and still start something.
+        current = taken is None or self._attempts.get(node) is attempt
         if current:  # else cancelled in flight: late, but the offer it took has started
             self._attempts.pop(node, None)
             self._actors.pop(node, None)

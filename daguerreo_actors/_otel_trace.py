@@ -214,7 +214,11 @@ class _JobTrace:
         ready_at = self._ready_at.pop(event.task, None)
         if ready_at is not None:
             attributes[QUEUE_WAIT] = max(0.0, event.timestamp - ready_at)
-        self._open[event.task] = self._tracer.start_span(
+        self._open[event.task] = self._begin(event, attributes)
+
+    def _begin(self, event: TaskEvent, attributes: dict[str, Any] | None = None) -> Span:
+        """The span of the attempt ``event`` starts: under its parent, linked to its inputs."""
+        return self._tracer.start_span(
             event.task,
             context=self._parent_of(event.task),
             links=self._links(event.task),
@@ -301,12 +305,7 @@ class _JobTrace:
         attributes[STATE] = TaskState.COMPLETED.value
         attributes[TASK_RUN_RESULT] = "success"
         attributes[RESTORED if event.restored else CACHED] = True
-        span = self._tracer.start_span(
-            event.task,
-            context=self._parent_of(event.task),
-            links=self._links(event.task),
-            start_time=_ns(event.timestamp),
-        )
+        span = self._begin(event)
         self._completed(span, event, attributes)
         span.set_attributes(attributes)
         span.end(end_time=_ns(event.timestamp))
