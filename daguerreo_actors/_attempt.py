@@ -48,6 +48,7 @@ class Attempt:
         "_lock",
         "abandoned_at",
         "after",
+        "ctx_commits",
         "deadline",
         "fate",
         "handle",
@@ -108,6 +109,8 @@ class Attempt:
         #: With a journal: the journal batch that must be committed before it
         #: starts (its dependencies' outputs; -1: none).
         self.after = -1
+        #: How many outputs its ctx snapshot holds (``CtxBook.commits``).
+        self.ctx_commits = 0
 
     def __repr__(self) -> str:
         fate = ("active", "finished", "abandoned")[self.fate]

@@ -97,7 +97,7 @@ class CacheShell(Overrun):
             with self._lock:
                 if self._book is not base:
                     continue
-                self._book = book
+                self._swap_locked(book, output, None)
                 self._committing += 1
             break
         try:

@@ -40,7 +40,7 @@ from daguerreo_actors._text import cut, safe_repr, short_message
 
 if TYPE_CHECKING:
     from daguerreo_actors._clock import Clock
-    from daguerreo_actors._ctx import CtxBook
+    from daguerreo_actors._ctx import CommitLog, CtxBook
     from daguerreo_actors._graph import Graph
     from daguerreo_actors._journal import JobJournal
     from daguerreo_actors._offers import Offers
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 class CommitSide(MailboxActor):
     """The commit methods of the JobActor (see the module docstring)."""
 
-    __slots__ = ("_book", "_committing", "_journal", "_stopped", "_stragglers")
+    __slots__ = ("_book", "_committing", "_ctx_log", "_journal", "_stopped", "_stragglers")
 
     # The ctx snapshot and its writers, swapped (never changed) under the
     # lock; the rest is the JobActor's.
@@ -63,6 +63,8 @@ class CommitSide(MailboxActor):
     _offers: Offers | None
     _clock: Clock
     _outbox: Outbox
+    #: Told of each merge, in order (the Dask tier's ctx log), or None.
+    _ctx_log: CommitLog | None
     #: The job's journal (``_journal.py``), or None; outputs being committed to it.
     _journal: JobJournal | None
     _committing: int
@@ -110,7 +112,7 @@ class CommitSide(MailboxActor):
                     continue  # another result was merged meanwhile: merge again
                 if not attempt.finish_locked():
                     break
-                self._book = book
+                self._swap_locked(book, output, attempt)
                 if journal is not None:
                     _batch, schedule = journal.completed(
                         attempt.node, attempt.number, blob, self._clock.time(), reads
@@ -120,10 +122,20 @@ class CommitSide(MailboxActor):
                 journal.schedule()  # type: ignore[union-attr]
             if taken is not None:
                 actor, taken_attempt = taken
+                taken_attempt.ctx_commits = book.commits
                 actor.accept(RunAttempt(taken_attempt, book.snapshot))
             return self._after_commit(drain, here and taken is None, taken)
         self._late(attempt, discarded=True)
         return None
+
+    def _swap_locked(
+        self, book: CtxBook, output: Mapping[Any, Any], attempt: Attempt | None
+    ) -> None:
+        """Make ``book`` the job's (the lock held); the ctx log first, so that
+        whoever reads the new book finds its entries there."""
+        if self._ctx_log is not None and book is not self._book:
+            self._ctx_log.committed(output, attempt)
+        self._book = book
 
     def _succeed_locked(
         self, attempt: Attempt, output: dict[Any, Any], conflicts: list[Any], here: bool

@@ -18,11 +18,12 @@ ctx. Detecting them costs one more HAMT update per result (about 0.6 µs).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import immutables
 
 if TYPE_CHECKING:
+    from daguerreo_actors._attempt import Attempt
     from daguerreo_actors._graph import Graph
 
 #: The ``on_conflict`` values ``run`` accepts.
@@ -32,13 +33,19 @@ ON_CONFLICT = ("warn", "error", "ignore")
 class CtxBook:
     """The ctx snapshot and its writers; see the module docstring."""
 
-    __slots__ = ("snapshot", "writers")
+    __slots__ = ("commits", "snapshot", "writers")
 
     def __init__(
-        self, snapshot: immutables.Map[Any, Any], writers: immutables.Map[Any, int] | None
+        self,
+        snapshot: immutables.Map[Any, Any],
+        writers: immutables.Map[Any, int] | None,
+        commits: int = 0,
     ) -> None:
         self.snapshot = snapshot
         self.writers = writers
+        #: How many non-empty outputs were merged into it: the Dask tier's
+        #: ctx log (``_dask_ctx.py``) rebuilds a snapshot from this many entries.
+        self.commits = commits
 
     @classmethod
     def initial(cls, ctx: Mapping[Any, Any], *, track_writers: bool) -> CtxBook:
@@ -57,13 +64,21 @@ class CtxBook:
         snapshot = self.snapshot.update(output)
         writers = self.writers
         if writers is None:
-            return CtxBook(snapshot, None), []
+            return CtxBook(snapshot, None, self.commits + 1), []
         conflicts = []
         for key in output:
             earlier = writers.get(key)
             if earlier is not None and earlier != node and not depends_on(graph, node, earlier):
                 conflicts.append((key, earlier))
-        return CtxBook(snapshot, writers.update(dict.fromkeys(output, node))), conflicts
+        writers = writers.update(dict.fromkeys(output, node))
+        return CtxBook(snapshot, writers, self.commits + 1), conflicts
+
+
+class CommitLog(Protocol):
+    """Told of every output merged into the book, in merge order, under the job's lock
+    (the Dask tier's ctx log, ``_dask_ctx.py``); never runs user code."""
+
+    def committed(self, output: Mapping[Any, Any], attempt: Attempt | None) -> None: ...
 
 
 def restored_ctx(

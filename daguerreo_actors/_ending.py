@@ -67,12 +67,16 @@ class Ending(CommitSide):
         if result is None:
             result = self._bare_result(forced or InternalError("the job's result was lost"))
         journal = self._journal
+        resolve = self.job._resolve
+        finish = getattr(self._ctx_log, "finish", None)
+        if finish is not None:  # on a pool thread: fetch the ctx's values from the cluster
+            resolve = functools.partial(finish, then=resolve)
         if journal is None:
-            self._step("job.resolve", lambda: self.job._resolve(result))
+            self._step("job.resolve", lambda: resolve(result))
         else:
             # get() returns once the journal holds everything of the job.
             self._step("journal.end", lambda: journal.end(result.state.value, self._clock.time()))
-            self._step("job.resolve", lambda: journal.after_end(lambda: self.job._resolve(result)))
+            self._step("job.resolve", lambda: journal.after_end(lambda: resolve(result)))
         self._step("timers.close", self._timers.close)
         self._step("outbox.close", self._outbox.close)
         for tier in {id(t): t for t in self._tiers}.values():

@@ -62,7 +62,7 @@ from daguerreo_actors._retry import delays
 from daguerreo_actors._scheduler import Scheduler, retry_allowed
 from daguerreo_actors._states import JobState
 from daguerreo_actors._task_actor import RunAttempt, TaskActor
-from daguerreo_actors._tiers import Tier, tiers_for
+from daguerreo_actors._tiers import Tier, ctx_log, tiers_for
 
 if TYPE_CHECKING:
     from daguerreo_actors._graph import Graph
@@ -160,14 +160,12 @@ class JobActor(MapShell):
         self._book = CtxBook.initial(
             restored_ctx(ctx, options.restored), track_writers=options.on_conflict != "ignore"
         )
-        self._journal = options.journal
-        self._committing = 0
+        self._journal, self._committing = options.journal, 0
         self._restored = options.restored
         executor = options.executor
         virtual = getattr(clock, "virtual", False) is True
-        self._tiers: list[Tier] = list(
-            tiers_for(tasks, executor, job_id, virtual=virtual, max_map=options.max_map)
-        )
+        self._tiers: list[Tier] = list(tiers_for(tasks, executor, job_id, options, virtual))
+        self._ctx_log = ctx_log(self._tiers, self._book.snapshot)
         # Offers need threads that run attempts themselves: the pool's. On a
         # virtual clock none, so that every start goes through the books.
         self._offers = Offers(self._lock) if executor is None and not virtual else None
@@ -383,7 +381,8 @@ class JobActor(MapShell):
     def _start(self, nodes: list[int]) -> None:
         core = self._core
         now = self._clock.monotonic()
-        ctx = self._book.snapshot
+        book = self._book
+        ctx, commits = book.snapshot, book.commits
         offered = self._offered
         for node in nodes:
             taken_back = offered.pop(node, None)
@@ -394,6 +393,7 @@ class JobActor(MapShell):
                 attempt = self._new_attempt(node, core.attempts[node])
             self._actors[node] = actor
             attempt.started_at = self._started_at[node] = now
+            attempt.ctx_commits = commits
             self._attempts[node] = attempt
             if self._has_timeouts:
                 self._arm(attempt)

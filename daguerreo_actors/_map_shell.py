@@ -120,7 +120,7 @@ class MapShell(CacheShell):
                 return core.map_done(parent, output, self._conflict_error(name, conflicts[0]))
             with self._lock:
                 if self._book is base:
-                    self._book = book
+                    self._swap_locked(book, output, None)
                     break
         if conflicts:
             self._record_conflicts(name, tuple(conflicts))

@@ -58,6 +58,8 @@ class JobOptions:
     restored: tuple[tuple[int, Mapping[Any, Any]], ...] = ()
     #: The most items a mapped task runs (``run(max_map=...)``).
     max_map: int = DEFAULT_MAX_MAP
+    #: On a Dask cluster: fetch the values of ``JobResult.ctx`` (``run(gather=...)``).
+    gather: bool = True
 
 
 def _option_error(name: str, value: object, expected: str) -> Exception:

@@ -78,7 +78,7 @@ def pickle_call(task: str, fn: Callable[..., Any], ctx: Mapping[Any, Any]) -> by
                 f"({type(fn_exc).__name__}: {fn_exc}); define it at module level "
                 "(not a lambda or a local function)"
             ) from fn_exc
-        raise _offending(task, "ctx key", ctx, exc) from exc
+        raise offending(task, "ctx key", ctx, exc) from exc
 
 
 def pickle_result(task: str, result: Any) -> bytes:
@@ -87,13 +87,13 @@ def pickle_result(task: str, result: Any) -> bytes:
         return pickle.dumps(result, protocol=PROTOCOL)
     except Exception as exc:  # noqa: BLE001
         if isinstance(result, Mapping):
-            raise _offending(task, "result key", result, exc) from None
+            raise offending(task, "result key", result, exc) from None
         raise NotPicklableError(
             f"task {task!r}: its result cannot be pickled ({type(exc).__name__}: {exc})"
         ) from None
 
 
-def _offending(
+def offending(
     task: str, what: str, mapping: Mapping[Any, Any], exc: Exception
 ) -> NotPicklableError:
     bad: list[str] = []

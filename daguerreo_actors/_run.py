@@ -28,7 +28,7 @@ from daguerreo_actors._map_child import DEFAULT_MAX_MAP
 from daguerreo_actors._options import DEFAULT_MAX_CONCURRENCY, check_options, job_options
 from daguerreo_actors._retry import RetryPolicy
 from daguerreo_actors._task import Task
-from daguerreo_actors._tiers import DaskClient, placement_errors
+from daguerreo_actors._tiers import DaskClient, is_dask_client, placement_errors
 from daguerreo_actors._validation import build_graph
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "run"]
@@ -59,6 +59,7 @@ def run(
     serializer: Serializer | None = None,
     max_map: int = DEFAULT_MAX_MAP,
     name: str | None = None,
+    gather: bool = True,
 ) -> Job:
     """Start running ``tasks``; return the :class:`Job` at once.
 
@@ -89,7 +90,9 @@ def run(
     default; any object with ``dumps`` and ``loads``); ``max_map`` the most
     items a mapped task (``Task(map_over=...)``) may run, one child each;
     ``name`` what the job is called where it is shown (trace spans, listeners'
-    :class:`JobInfo`).
+    :class:`JobInfo`); ``gather`` (on a Dask cluster) whether ``JobResult.ctx``
+    holds the values of keys written on the cluster (fetched once, at the end)
+    or a Dask future per key (False: the data stays on the cluster).
 
     Raises :class:`InvalidTasksError` listing every problem in ``tasks``,
     TypeError or ValueError for a bad option.
@@ -120,6 +123,8 @@ def run(
         raise ValueError(f"max_map must be an int >= 0, got {max_map!r}")
     if ctx is not None and not isinstance(ctx, Mapping):
         raise TypeError(f"ctx must be a mapping or None, got {type(ctx).__name__}")
+    if not isinstance(gather, bool):
+        raise TypeError(f"gather must be a bool, got {type(gather).__name__}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}")
     if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
@@ -148,6 +153,10 @@ def run(
     )
     if misplaced:
         raise InvalidTasksError(misplaced)
+    if not gather and not any(
+        is_dask_client(executor if task.executor is None else task.executor) for task in task_tuple
+    ):
+        raise ValueError("gather=False is for a job on a Dask cluster: give executor=a Client")
     options = job_options(
         task_tuple,
         clock=clock,
@@ -163,8 +172,8 @@ def run(
         on_failure=on_failure,
         resources=resources,
     )
-    if max_map != DEFAULT_MAX_MAP:
-        options = dataclasses.replace(options, max_map=max_map)
+    if max_map != DEFAULT_MAX_MAP or not gather:
+        options = dataclasses.replace(options, max_map=max_map, gather=gather)
     job_id = new_job_id()
     if journal is not None:
         # Imported here: sqlite3 is not needed by jobs without a journal.

@@ -4,6 +4,12 @@
 (``pure=False``, no Dask-level retries: retries are ours). The JobActor
 keeps the state machine, the events and the guarantees.
 
+Where the data lives: an attempt's output stays in its future, on the
+worker that made it, and a task's ctx is rebuilt on its worker from the
+outputs before it (``_dask_ctx.py``). The worker tells the client the
+output's keys by an event (``_dask_events.py``), not by returning the value:
+no fetch per task. A failure comes back with the future (Dask sends it).
+
 ``is_active()`` on a worker reads one ``distributed.Variable`` per job:
 the names of the job's attempts that were abandoned (timeout, cancel, the
 job's end). Abandons are rare and starts are not, so an attempt costs the
@@ -29,6 +35,7 @@ daguerreo_actors sees one longer attempt.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,9 +44,12 @@ from typing import TYPE_CHECKING, Any
 import distributed
 
 from daguerreo_actors._attempt import Attempt
+from daguerreo_actors._cache_reads import ReadTracker
+from daguerreo_actors._dask_ctx import ClusterCtx, Entry, OnCluster, merge_entries
+from daguerreo_actors._dask_events import publish, subscribe, unsubscribe
 from daguerreo_actors._pickling import call_remotely, pickle_result
 from daguerreo_actors._pool import shared_pool
-from daguerreo_actors._tiers import NOT_RUN, FutureHandle, Reporter, follow_future
+from daguerreo_actors._tiers import NOT_RUN, FutureHandle, Reporter
 
 if TYPE_CHECKING:
     from daguerreo_actors._pool import Runnable
@@ -49,12 +59,18 @@ if TYPE_CHECKING:
 class _DaskHandle:
     """The attempt's name (published as abandoned on cancel) and, once submitted, its future."""
 
-    __slots__ = ("future", "name", "tier")
+    __slots__ = ("arrived", "attempt", "future", "name", "report", "submitted", "tier")
 
-    def __init__(self, tier: DaskTier, name: str) -> None:
+    def __init__(self, tier: DaskTier, name: str, attempt: Attempt, report: Reporter) -> None:
         self.tier = tier
         self.name = name
+        self.attempt = attempt
+        self.report = report
         self.future: Any = None
+        #: The worker's event has reached the client (set on its event loop).
+        self.arrived = threading.Event()
+        #: ``future`` is set (the worker's event may come back before submit returns).
+        self.submitted = threading.Event()
 
     def cancel(self) -> None:
         # is_active() turns False on the worker; the code runs on until it
@@ -79,9 +95,19 @@ class _DaskHandle:
 class DaskTier:
     """Runs attempts on a dask cluster; see the module docstring."""
 
-    def __init__(self, client: distributed.Client, job_id: str) -> None:
+    def __init__(
+        self,
+        client: distributed.Client,
+        job_id: str,
+        *,
+        want: bool | frozenset[Any] = False,
+        gather: bool = True,
+    ) -> None:
         self._client = client
         self._job_id = job_id
+        #: Which output values come back to the client: all, these keys, none.
+        self._want = want
+        self.gather = gather
         #: The cluster variable holding the names of abandoned attempts.
         self._variable = f"daguerreo-{job_id}-abandoned"
         self._lock = threading.Lock()
@@ -92,6 +118,10 @@ class DaskTier:
         self._created = False
         self._deleted = False
         self._outstanding = 0  # futures of the job not done yet
+        #: Attempts submitted and not reported yet, by name.
+        self._running: dict[str, _DaskHandle] = {}
+        self.cluster_ctx = ClusterCtx(client, gather=gather)
+        self.cluster_ctx.future_of = _future_of
 
     @property
     def client(self) -> distributed.Client:
@@ -101,7 +131,9 @@ class DaskTier:
         self, attempt: Attempt, fn: TaskFn, ctx: Mapping[Any, Any], report: Reporter
     ) -> Runnable | None:
         name = f"{attempt.node}-{attempt.number}"
-        handle = _DaskHandle(self, name)
+        handle = _DaskHandle(self, name, attempt, report)
+        if isinstance(ctx, ReadTracker):
+            ctx.everything = True  # read on the worker: its reads are not seen
         try:
             if not self._created and not self._create():  # the job ended meanwhile
                 report.not_run(attempt)
@@ -109,28 +141,107 @@ class DaskTier:
             if not attempt.attach(handle):  # abandoned before its turn
                 report.not_run(attempt)
                 return None
-            future = self._client.submit(
+            base, entries = self.cluster_ctx.snapshot(attempt.ctx_commits, attempt.task)
+            # Registered before the submit: its event may come back first. No
+            # lock held across it (the client's loop thread takes ours).
+            self._running[name] = handle
+            handle.future = self._client.submit(
                 run_on_worker,
                 fn,
-                ctx,
-                self._variable,
-                name,
-                attempt.task,
+                base,
+                entries,
+                (self._variable, name, attempt.task, self._job_id, self._want),
                 pure=False,
                 retries=0,
                 key=f"{_key(attempt.task)}-{attempt.number}-{uuid.uuid4().hex}",
             )
         except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
+            handle.submitted.set()
+            self._claim(name)
             report.raised(attempt, exc)
             return None
-        handle.future = future
         with self._lock:
             self._outstanding += 1
-        future.add_done_callback(self._future_done)
-        # Done already when called; a timeout here would be distributed's
-        # own (result(timeout=0) times out even on a finished future).
-        follow_future(future, attempt, report, handle=handle, get=lambda done: done.result())
+        handle.submitted.set()
+        handle.future.add_done_callback(lambda future: self._done(handle, future))
         return None
+
+    # -- reports: the worker's event, or the future's end ------------------------
+
+    def received(self, name: str, payload: bytes) -> None:
+        """The worker's event (on the client's event loop): hand it to a pool thread."""
+        handle = self._running.get(name)  # one read: no lock on the loop thread
+        if handle is not None:
+            handle.arrived.set()
+            shared_pool().execute(_Event(self, name, payload))
+
+    def _claim(self, name: str) -> _DaskHandle | None:
+        """The one report of an attempt: the first to claim it makes it."""
+        with self._lock:
+            return self._running.pop(name, None)
+
+    def _event(self, name: str, payload: bytes) -> None:
+        handle = self._claim(name)
+        if handle is None:
+            return
+        attempt, report = handle.attempt, handle.report
+        try:
+            kind, keys, values = pickle.loads(payload)
+            if kind == "not_run":
+                report.not_run(attempt)
+                return
+            if kind == "value":  # not a mapping: INVALID_RESULT, with the value
+                report.returned(attempt, pickle.loads(values))
+                return
+            if isinstance(values, bytes):  # every value came back
+                report.returned(attempt, pickle.loads(values))
+                return
+            if not handle.submitted.wait(SUBMIT_WAIT):
+                raise TimeoutError(f"client.submit did not return in {SUBMIT_WAIT} s")
+            future = handle.future
+            fetched = values or {}
+            report.returned(
+                attempt,
+                {key: fetched[key] if key in fetched else OnCluster(future, key) for key in keys},
+            )
+        except BaseException as exc:  # noqa: BLE001 - unpickling here: the attempt's
+            report.raised(attempt, exc)
+
+    def _done(self, handle: _DaskHandle, future: Any) -> None:
+        self._future_done()
+        status = future.status
+        if status == "finished":
+            if not handle.arrived.is_set():
+                shared_pool().execute(_Quietly(lambda: self._fetch(handle)))
+            return
+        claimed = self._claim(handle.name)
+        if claimed is None:
+            return
+        if status == "cancelled":
+            claimed.report.not_run(claimed.attempt)
+            return
+        try:
+            exc = future.exception()
+        except BaseException as error:  # noqa: BLE001 - a closing client, say
+            exc = error
+        claimed.report.raised(claimed.attempt, exc)
+
+    def _fetch(self, handle: _DaskHandle) -> None:
+        """Finished, and no event seen: wait for it a little, else fetch the value."""
+        if handle.arrived.wait(FETCH_AFTER):
+            return
+        claimed = self._claim(handle.name)
+        if claimed is None:
+            return
+        try:
+            value = handle.future.result()
+        except BaseException as exc:  # noqa: BLE001 - in transit
+            claimed.report.raised(claimed.attempt, exc)
+            return
+        if value is NOT_RUN:
+            claimed.report.not_run(claimed.attempt)
+        else:
+            claimed.report.returned(claimed.attempt, value)
 
     def _create(self) -> bool:
         """Set the variable before the job's first submit: one round trip per job.
@@ -141,6 +252,7 @@ class DaskTier:
             if self._closed:
                 return False
             if not self._created:
+                subscribe(self._client, self._job_id, self)
                 distributed.Variable(self._variable, client=self._client).set([])
                 self._created = True
             return True
@@ -164,7 +276,7 @@ class DaskTier:
             distributed.Variable(self._variable, client=self._client).set(names)
             self._published = len(names)
 
-    def _future_done(self, _future: object) -> None:
+    def _future_done(self) -> None:
         with self._lock:
             self._outstanding -= 1
             delete = self._closed and self._outstanding == 0
@@ -178,6 +290,7 @@ class DaskTier:
         with self._lock:
             self._closed = True
             delete = self._outstanding == 0
+        unsubscribe(self._client, self._job_id)
         shared_pool().execute(_Quietly(self._delete if delete else self._publish))
 
     def _delete(self) -> None:
@@ -215,14 +328,42 @@ def _key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40] or "task"
 
 
+def _future_of(attempt: Attempt) -> Any:
+    handle = attempt.handle
+    return handle.future if type(handle) is _DaskHandle else None
+
+
+class _Event:
+    __slots__ = ("_name", "_payload", "_tier")
+
+    def __init__(self, tier: DaskTier, name: str, payload: bytes) -> None:
+        self._tier = tier
+        self._name = name
+        self._payload = payload
+
+    def run(self) -> None:
+        self._tier._event(self._name, self._payload)
+
+
+#: How long an event waits for the submit of its attempt to return (seconds).
+SUBMIT_WAIT = 60.0
+
+#: How long a finished future waits for its worker's event before the value
+#: is fetched instead (seconds): the event comes first, on the same streams.
+FETCH_AFTER = 2.0
+
+
 def run_on_worker(
     fn: Callable[[Mapping[Any, Any], Callable[..., bool]], Any],
-    ctx: Mapping[Any, Any],
-    variable: str,
-    name: str,
-    task: str,
+    base: Any,
+    entries: list[Entry],
+    about: tuple[str, str, str, str, bool | frozenset[Any]],
 ) -> Any:
-    """The worker side: ``is_active()`` reads the job's abandoned attempts."""
+    """The worker side: rebuild the ctx, run, keep the output here, tell the client its keys.
+
+    ``is_active()`` reads the job's abandoned attempts.
+    """
+    variable, name, task, job_id, want = about
     abandoned = distributed.Variable(variable)
 
     def is_active(progress: object = None) -> bool:
@@ -236,7 +377,18 @@ def run_on_worker(
         return name not in names and CLOSED not in names
 
     if not is_active():
+        publish(job_id, name, "not_run")
         return NOT_RUN
-    result = call_remotely(fn, ctx, is_active)
-    pickle_result(task, result)  # a clear error naming the key, not a bare PicklingError
-    return result
+    result = call_remotely(fn, merge_entries(base, entries), is_active)
+    # A clear error naming the key, not a bare PicklingError when Dask moves it.
+    data = pickle_result(task, result)
+    if not isinstance(result, Mapping):
+        publish(job_id, name, "value", values=data)
+        return result
+    output = dict(result)
+    if want is True:
+        publish(job_id, name, "ok", (), data)
+    else:
+        values = {key: output[key] for key in want if key in output} if want else None
+        publish(job_id, name, "ok", list(output), values)
+    return output

@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from daguerreo_actors._attempt import Attempt, Handle
 
 if TYPE_CHECKING:
+    from daguerreo_actors._ctx import CommitLog
     from daguerreo_actors._errors import TaskError
+    from daguerreo_actors._options import JobOptions
     from daguerreo_actors._pool import Runnable
     from daguerreo_actors._task import Task, TaskFn
 
@@ -189,7 +191,13 @@ def _threads(interrupt: bool = False, virtual: bool = False) -> Tier:
 
 
 def tier_for(
-    executor: object, job_id: str, nodes: int, *, interrupt: bool = False, virtual: bool = False
+    executor: object,
+    job_id: str,
+    nodes: int,
+    *,
+    interrupt: bool = False,
+    virtual: bool = False,
+    dask: dict[str, Any] | None = None,
 ) -> Tier:
     """The tier of an ``executor`` (None: the engine's own pool threads).
 
@@ -213,7 +221,7 @@ def tier_for(
                 "running on a dask cluster needs the dask extra: "
                 "pip install 'daguerreo-actors[dask]'"
             ) from exc
-        return DaskTier(cast(Any, executor), job_id)
+        return DaskTier(cast(Any, executor), job_id, **(dask or {}))
     # Imported only for this check: concurrent.futures.process pulls in
     # multiprocessing (about 10 ms).
     from concurrent.futures import ProcessPoolExecutor
@@ -230,12 +238,7 @@ def tier_for(
 
 
 def tiers_for(
-    tasks: Sequence[Task],
-    executor: object,
-    job_id: str,
-    *,
-    virtual: bool = False,
-    max_map: int = 0,
+    tasks: Sequence[Task], executor: object, job_id: str, options: JobOptions, virtual: bool
 ) -> tuple[Tier, ...]:
     """Each task's tier: its own executor, else the job's; one tier per executor.
 
@@ -244,7 +247,8 @@ def tiers_for(
     shared memory per node, allocated lazily by the OS).
     """
     made: dict[tuple[int, bool], Tier] = {}
-    nodes = len(tasks) + max_map * sum(1 for task in tasks if task.map_over is not None)
+    nodes = len(tasks) + options.max_map * sum(1 for task in tasks if task.map_over is not None)
+    dask = _dask_settings(tasks, executor, options)
     tiers = []
     for task in tasks:
         if is_async(task.fn):
@@ -255,9 +259,38 @@ def tiers_for(
         key = (id(chosen), task.interrupt and chosen is None)
         tier = made.get(key)
         if tier is None:
-            tier = made[key] = tier_for(chosen, job_id, nodes, interrupt=key[1], virtual=virtual)
+            tier = made[key] = tier_for(
+                chosen, job_id, nodes, interrupt=key[1], virtual=virtual, dask=dask
+            )
         tiers.append(tier)
     return tuple(tiers)
+
+
+def _dask_settings(tasks: Sequence[Task], executor: object, options: JobOptions) -> dict[str, Any]:
+    """What a Dask tier sends back to the client (``_dask_ctx.py``): every value
+    when something here reads them (log_values, a journal, a task on another
+    tier), else a mapped task's input keys, else keys only."""
+    everywhere = all(
+        not is_async(task.fn)
+        and is_dask_client(task.executor if task.executor is not None else executor)
+        for task in tasks
+    )
+    want: bool | frozenset[Any] = frozenset(
+        task.map_over for task in tasks if task.map_over is not None
+    )
+    if options.log_values or options.journal is not None or not everywhere:
+        want = True
+    return {"want": want, "gather": options.gather}
+
+
+def ctx_log(tiers: Sequence[Tier], snapshot: Mapping[Any, Any]) -> CommitLog | None:
+    """The job's cluster ctx (``_dask_ctx.py``) if a task runs on Dask, told the initial ctx."""
+    for tier in tiers:
+        cluster = getattr(tier, "cluster_ctx", None)
+        if cluster is not None:
+            cluster.initial(snapshot)
+            return cast("CommitLog", cluster)
+    return None
 
 
 def placement_errors(tasks: Sequence[Task], executor: object, *, virtual: bool) -> list[TaskError]:
@@ -270,11 +303,24 @@ def placement_errors(tasks: Sequence[Task], executor: object, *, virtual: bool) 
     from daguerreo_actors._errors import TaskError
 
     errors = []
+    first_client: object = None
     for task in tasks:
         if is_async(task.fn):
             continue
         chosen = task.executor if task.executor is not None else executor
         if chosen is None:
+            continue
+        if is_dask_client(chosen):
+            first_client = chosen if first_client is None else first_client
+        if is_dask_client(chosen) and chosen is not first_client:
+            errors.append(
+                TaskError(
+                    "invalid-field",
+                    task.name,
+                    "field 'executor': a job runs on one Dask client (its outputs stay on "
+                    "that cluster); give every task of the job the same client",
+                )
+            )
             continue
         if virtual:
             errors.append(

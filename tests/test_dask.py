@@ -116,7 +116,10 @@ def test_after_kill_after_the_future_is_force_cancelled_and_the_engine_stops_wai
     client: Any, tmp_path: Path
 ) -> None:
     marker = tmp_path / "returned"
-    task = Task("stuck", tier_tasks.sleep_then_mark, timeout=0.2, max_retries=0, kill_after=0.3)
+    # Warm workers and a timeout well past a start: an attempt whose code has
+    # not begun by its deadline never begins (a cold worker imports first).
+    client.run(lambda: __import__("tier_tasks") and __import__("daguerreo_actors._tier_dask"))
+    task = Task("stuck", tier_tasks.sleep_then_mark, timeout=0.5, max_retries=0, kill_after=0.3)
     ctx = {"marker": str(marker), "sleep": 3.0}
     job = d.run([task], ctx=ctx, executor=client)
     assert job.get(timeout=WAIT).failure_reason is TaskState.TIMED_OUT
@@ -225,15 +228,18 @@ def test_is_active_on_a_worker_reads_the_jobs_abandoned_attempts(
 
     monkeypatch.setattr(_tier_dask.distributed, "Variable", _FakeVariable)
     monkeypatch.setattr(_FakeVariable, "outcome", outcome)
+    published: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(_tier_dask, "publish", lambda *args, **kw: published.append(args))
     seen: list[bool] = []
 
     def fn(_ctx: Any, is_active: Any) -> dict[str, Any]:
         seen.append(is_active())
         return {}
 
-    result = _tier_dask.run_on_worker(fn, {}, "v", "0-1", "t")
+    result = _tier_dask.run_on_worker(fn, None, [], ("v", "0-1", "t", "job", False))
     assert (result == {}) is active  # an abandoned attempt never starts
     assert seen == ([True] if active else [])
+    assert [kind for _job, _name, kind, *_ in published] == (["ok"] if active else ["not_run"])
 
 
 def test_a_scheduler_error_in_is_active_fails_the_attempt_not_cancels_it(
@@ -244,7 +250,7 @@ def test_a_scheduler_error_in_is_active_fails_the_attempt_not_cancels_it(
     monkeypatch.setattr(_tier_dask.distributed, "Variable", _FakeVariable)
     monkeypatch.setattr(_FakeVariable, "outcome", OSError("scheduler unreachable"))
     with pytest.raises(OSError, match="unreachable"):
-        _tier_dask.run_on_worker(lambda _c, a: {"n": a()}, {}, "v", "0-1", "t")
+        _tier_dask.run_on_worker(lambda _c, a: {"n": a()}, None, [], ("v", "0-1", "t", "j", False))
 
 
 class _Report:

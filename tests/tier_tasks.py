@@ -152,3 +152,47 @@ def sleep_then_mark(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
     time.sleep(ctx["sleep"])
     Path(ctx["marker"]).write_text("returned")
     return {"returned": True}
+
+
+def _unpoison(data: bytes) -> Poison:
+    import distributed
+
+    distributed.get_worker()  # raises ValueError outside a worker: the client
+    return Poison(data)
+
+
+class Poison:
+    """A value that unpickles only on a Dask worker: the client must never receive it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        return (_unpoison, (self.data,))
+
+
+def make_big(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"big": Poison(b"x" * ctx["size"])}
+
+
+def measure_big(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"measured": len(ctx["big"].data)}
+
+
+def add_kb(name: str, ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    """Adds a 1 KB key named for the task; checks its dependencies' keys are there."""
+    for dep in ctx.get("deps", {}).get(name, ()):
+        assert len(ctx[dep]) == 1024, dep
+    return {name: b"k" * 1024}
+
+
+def count_keys(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {f"seen-{len(ctx)}": len(ctx)}
+
+
+def items(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"items": [1, 2, 3], "other": b"not fetched"}
+
+
+def double_item(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
+    return {"doubled": ctx["item"] * 2}
