@@ -121,7 +121,7 @@ def test_a_100_mb_output_goes_from_task_to_task_on_the_cluster_and_never_to_the_
     assert result.ctx["measured"].result(timeout=WAIT) == 100_000_000
     assert traffic.received < 5_000_000, traffic.received
     assert traffic.sent < 1_000_000, traffic.sent
-    with pytest.raises(ValueError, match="[Ww]orker"):
+    with pytest.raises(ValueError, match=r"[Ww]orker"):
         result.ctx["big"].result(timeout=WAIT)  # fetched here, it cannot unpickle
 
 
@@ -142,7 +142,8 @@ def test_what_the_client_sends_grows_linearly_with_the_tasks_each_adding_a_kilob
     per_task = traffic.sent / 200
     traffic.sent = 0
     result = _kb_job(client, 2_000)
-    assert small.ok and result.ok, (small.exception, result.exception)
+    assert small.ok, small.exception
+    assert result.ok, result.exception
     assert len(result.ctx["t1999"]) == 1024  # gathered at the end (gather=True)
     # Shipping the ctx with each task would send 2,000 x ~1 MB on average.
     print(f"client sent {traffic.sent} bytes for 2,000 tasks, {per_task:.0f} per task at 200")
