@@ -65,6 +65,7 @@ def _dispatch(jobs: dict[str, Receiver], event: Any) -> None:
 
 
 def publish(job_id: str, name: str, kind: str, keys: Any = (), values: Any = None) -> None:
-    """On the worker: the attempt ``name`` ended with ``kind`` ("ok", "value", "not_run")."""
+    """On the worker: the attempt ``name`` ended with ``kind``: "ok" (its keys, and the
+    values asked for), "fetch" (the client fetches the value) or "not_run"."""
     payload = pickle.dumps((kind, keys, values), protocol=pickle.HIGHEST_PROTOCOL)
     distributed.get_worker().log_event(TOPIC, {"job": job_id, "name": name, "payload": payload})

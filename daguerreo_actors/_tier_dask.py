@@ -45,7 +45,7 @@ import distributed
 
 from daguerreo_actors._attempt import Attempt
 from daguerreo_actors._cache_reads import ReadTracker
-from daguerreo_actors._dask_ctx import ClusterCtx, Entry, OnCluster, merge_entries
+from daguerreo_actors._dask_ctx import GATHER_TIMEOUT, ClusterCtx, Entry, OnCluster, merge_entries
 from daguerreo_actors._dask_events import publish, subscribe, unsubscribe
 from daguerreo_actors._pickling import call_remotely, pickle_result
 from daguerreo_actors._pool import shared_pool
@@ -190,22 +190,20 @@ class DaskTier:
             if kind == "not_run":
                 report.not_run(attempt)
                 return
-            if kind == "value":  # not a mapping: INVALID_RESULT, with the value
-                report.returned(attempt, pickle.loads(values))
-                return
-            if isinstance(values, bytes):  # every value came back
-                report.returned(attempt, pickle.loads(values))
-                return
             if not handle.submitted.wait(SUBMIT_WAIT):
                 raise TimeoutError(f"client.submit did not return in {SUBMIT_WAIT} s")
             future = handle.future
-            fetched = values or {}
-            report.returned(
-                attempt,
-                {key: fetched[key] if key in fetched else OnCluster(future, key) for key in keys},
-            )
-        except BaseException as exc:  # noqa: BLE001 - unpickling here: the attempt's
+            if kind == "fetch":  # every value wanted here, or a value that is no mapping
+                output = future.result(timeout=GATHER_TIMEOUT)
+            else:
+                fetched = values or {}
+                output = {
+                    key: fetched[key] if key in fetched else OnCluster(future, key) for key in keys
+                }
+        except BaseException as exc:  # noqa: BLE001 - unpickling, the fetch: the attempt's
             report.raised(attempt, exc)
+            return
+        report.returned(attempt, output)
 
     def _done(self, handle: _DaskHandle, future: Any) -> None:
         self._future_done()
@@ -290,7 +288,6 @@ class DaskTier:
         with self._lock:
             self._closed = True
             delete = self._outstanding == 0
-        unsubscribe(self._client, self._job_id)
         shared_pool().execute(_Quietly(self._delete if delete else self._publish))
 
     def _delete(self) -> None:
@@ -298,6 +295,8 @@ class DaskTier:
             if self._deleted or not self._created:
                 return
             self._deleted = True
+            # Every future is done: no event of this job is still to come.
+            unsubscribe(self._client, self._job_id)
             # A send, not a round trip.
             distributed.Variable(self._variable, client=self._client).delete()
 
@@ -381,14 +380,13 @@ def run_on_worker(
         return NOT_RUN
     result = call_remotely(fn, merge_entries(base, entries), is_active)
     # A clear error naming the key, not a bare PicklingError when Dask moves it.
-    data = pickle_result(task, result)
-    if not isinstance(result, Mapping):
-        publish(job_id, name, "value", values=data)
+    pickle_result(task, result)
+    if want is True or not isinstance(result, Mapping):
+        # The client fetches the value: the event stays small (the scheduler
+        # keeps the topic's last events).
+        publish(job_id, name, "fetch")
         return result
     output = dict(result)
-    if want is True:
-        publish(job_id, name, "ok", (), data)
-    else:
-        values = {key: output[key] for key in want if key in output} if want else None
-        publish(job_id, name, "ok", list(output), values)
+    values = {key: output[key] for key in want if key in output} if want else None
+    publish(job_id, name, "ok", list(output), values)
     return output

@@ -209,3 +209,24 @@ def test_gather_is_a_bool_and_only_for_a_dask_job() -> None:
         d.run([Task("a", tier_tasks.inc)], gather="no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gather=False is for a job on a Dask cluster"):
         d.run([Task("a", tier_tasks.inc)], gather=False)
+
+
+def test_with_log_values_the_events_carry_the_values_made_on_the_cluster(client: Any) -> None:
+    events: list[d.Event] = []
+    job = d.run(
+        [Task("a", tier_tasks.inc)],
+        ctx={"v": 0},
+        executor=client,
+        log_values=True,
+        listeners=[events.append],
+    )
+    assert job.get(timeout=WAIT).ok
+    assert job.wait_for_listeners(WAIT)
+    [done] = [e for e in events if isinstance(e, d.TaskEvent) and e.new_state.value == "completed"]
+    assert done.result == {"v": 1}
+
+
+def test_a_task_on_the_cluster_returning_no_mapping_is_invalid_with_its_value(client: Any) -> None:
+    result = d.run([Task("odd", tier_tasks.not_a_mapping)], executor=client).get(timeout=WAIT)
+    assert result.failed_task == "odd"
+    assert result.invalid_result == [1, 2]

@@ -196,3 +196,7 @@ def items(_ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
 
 def double_item(ctx: Ctx, _is_active: IsActive) -> dict[str, Any]:
     return {"doubled": ctx["item"] * 2}
+
+
+def not_a_mapping(_ctx: Ctx, _is_active: IsActive) -> Any:
+    return [1, 2]
