@@ -31,13 +31,11 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import operator
-import pickle
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import distributed
+import cloudpickle  # type: ignore[import-untyped]
 import immutables
 
 from daguerreo_actors._logging import log_outside
@@ -54,6 +52,10 @@ if TYPE_CHECKING:
 #: The bound on references per submit; a merge costs a Dask task.
 COMPACT = 16
 
+#: Futures referenced by the entries after the newest base that make a new
+#: base too: a mapped task's collection can reference one per child.
+COMPACT_REFS = 64
+
 #: The largest initial ctx (pickled bytes) that each submit carries itself.
 EMBED = 64 * 1024
 
@@ -62,25 +64,41 @@ GATHER_TIMEOUT = 600.0
 
 
 class OnCluster:
-    """A ctx value that stays on the cluster: key ``key`` of the output in ``future``.
+    """A ctx value that stays on the cluster: key ``key`` of the output whose future
+    ``holder.future`` is (the attempt's handle; None once the job let it go).
 
-    Its repr names the Dask key, never the value.
+    Its repr names the Dask key, never the value; pickled, it keeps only that.
     """
 
-    __slots__ = ("future", "key")
+    __slots__ = ("holder", "key")
 
-    def __init__(self, future: Any, key: Any) -> None:
-        self.future = future
+    def __init__(self, holder: Any, key: Any) -> None:
+        self.holder = holder
         self.key = key
 
+    @property
+    def future(self) -> Any:
+        return self.holder.future
+
     def __repr__(self) -> str:
-        return f"<on the cluster: {self.future.key}>"
+        future = self.holder.future
+        return f"<on the cluster: {'released' if future is None else future.key}>"
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "a ctx value that stayed on the Dask cluster cannot be pickled here: "
-            "read it in a task on the cluster, or fetch it (run(gather=True))"
-        )
+        return (_released, (self.key,))
+
+
+class _Released:
+    __slots__ = ()
+    future = None
+
+
+def _released(key: Any) -> OnCluster:
+    return OnCluster(_Released(), key)
+
+
+class Released(Exception):  # noqa: N818 - a state, not an error of the user's
+    """The job's cluster ctx is gone (the job ended): an attempt that starts now never runs."""
 
 
 #: An entry of the log: ("r", future of an output mapping), ("l", a mapping
@@ -96,6 +114,10 @@ def _part(value: Any) -> tuple[Any, ...]:
     if type(value) is list and any(type(item) is OnCluster for item in value):
         return ("L", [_part(item) for item in value])
     return ("v", value)
+
+
+def _values(parts: dict[Any, tuple[Any, ...]]) -> dict[Any, Any]:
+    return {key: _value(part) for key, part in parts.items()}
 
 
 def _value(part: tuple[Any, ...]) -> Any:
@@ -136,10 +158,14 @@ class ClusterCtx:
         self._lock = threading.Lock()
         self._initial: Mapping[Any, Any] = {}
         self._log: list[Entry] = []
+        self._refs: list[int] = []  # futures each entry references
+        self._released = False
         self._ends: list[int] = []  # the bases' ends, ascending
         self._bases: list[Any] = []  # their futures (None: an empty initial ctx)
-        #: Set by the tier: an attempt's output future, if it ran on the cluster.
+        #: Set by the tier: an attempt's output future, if it ran on the cluster,
+        #: and what lets the job's futures go at its end.
         self.future_of: Any = lambda attempt: None
+        self.on_release: Callable[[], None] = lambda: None
 
     def initial(self, snapshot: Mapping[Any, Any]) -> None:
         self._initial = snapshot
@@ -147,26 +173,33 @@ class ClusterCtx:
     def committed(self, output: Mapping[Any, Any], attempt: Attempt | None) -> None:
         """The job's lock is held: an append, no user code."""
         future = None if attempt is None else self.future_of(attempt)
+        refs = 1
         if future is not None:
             entry: Entry = ("r", future)
         elif any(_held(value) for value in output.values()):
-            entry = ("m", {key: _part(value) for key, value in output.items()})
+            # A mapped task's collection: O(children), once, under the lock.
+            parts = {key: _part(value) for key, value in output.items()}
+            entry = ("m", parts)
+            refs = sum(len(part[1]) if part[0] == "L" else 1 for part in parts.values())
         else:
             entry = ("l", dict(output))
         self._log.append(entry)
+        self._refs.append(refs)
 
     def snapshot(self, commits: int, task: str) -> tuple[Any, list[Entry]]:
         """The base and entries that rebuild the snapshot of ``commits`` merges
         (a pool thread: may submit a merge task). Raises NotPicklableError
         naming ``task`` and the key if the initial ctx cannot cross."""
         with self._lock:
+            if self._released:
+                raise Released
             if not self._ends:
                 self._bases.append(self._base0(task))  # first: it may raise
                 self._ends.append(0)
             at = bisect.bisect_right(self._ends, commits) - 1
             end, base = self._ends[at], self._bases[at]
             entries = self._log[end:commits]
-            if len(entries) > COMPACT:
+            if len(entries) > COMPACT or sum(self._refs[end:commits]) > COMPACT_REFS:
                 base = self._client.submit(merge_entries, base, entries, pure=False, retries=0)
                 entries = []
                 if commits > self._ends[-1]:
@@ -191,7 +224,8 @@ class ClusterCtx:
             return None
         initial = immutables.Map(self._initial)
         try:
-            size = len(pickle.dumps(initial, protocol=PROTOCOL))
+            # cloudpickle, as Dask: a lambda in the ctx crosses as it always did.
+            size = len(cloudpickle.dumps(initial, protocol=PROTOCOL))
         except Exception as exc:  # noqa: BLE001 - any pickling error: name the key
             raise offending(task, "ctx key", initial, exc) from None
         if size <= EMBED:
@@ -199,38 +233,34 @@ class ClusterCtx:
         return self._client.submit(merge_entries, initial, (), pure=False, retries=0)
 
     def final(self, ctx: dict[Any, Any], *, gather: bool) -> dict[Any, Any]:
-        """``JobResult.ctx``: the placeholders gathered, or made one Dask future per key."""
-        found = [key for key, value in ctx.items() if _held(value)]
-        if not found:
+        """``JobResult.ctx``: the keys held on the cluster fetched, or a Dask future each.
+
+        Fetching is one task that picks just these keys' values from the
+        outputs on the cluster (not whole outputs: a key a later task
+        overwrote stays there) and one result with a deadline.
+        """
+        parts = {key: _part(value) for key, value in ctx.items() if _held(value)}
+        if not parts:
             return ctx
         client = self._client
-        if not gather:
-            for key in found:
-                ctx[key] = _resolved(
-                    ctx[key], lambda held: client.submit(operator.getitem, held.future, held.key)
-                )
-            return ctx
-        futures: dict[Any, Any] = {}
-        for key in found:
-            _resolved(ctx[key], lambda held: futures.setdefault(held.future.key, held.future))
-        distributed.wait(list(futures.values()), timeout=GATHER_TIMEOUT)  # type: ignore[no-untyped-call]
-        outputs = dict(zip(futures, client.gather(list(futures.values())), strict=True))
-        for key in found:
-            ctx[key] = _resolved(ctx[key], lambda held: outputs[held.future.key][held.key])
+        if gather:
+            picked = client.submit(_values, parts, pure=False, retries=0)
+            ctx.update(picked.result(timeout=GATHER_TIMEOUT))
+        else:
+            for key, part in parts.items():
+                ctx[key] = client.submit(_value, part, pure=False, retries=0)
         return ctx
 
     def release(self) -> None:
-        """Drop the references: the cluster frees what no one holds."""
+        """Drop the references: the cluster frees what no one holds (the tier
+        drops its handles' futures: ``on_release``)."""
         with self._lock:
+            self._released = True
             self._log.clear()
+            self._refs.clear()
             self._ends.clear()
             self._bases.clear()
-
-
-def _resolved(value: Any, each: Callable[[OnCluster], Any]) -> Any:
-    if type(value) is OnCluster:
-        return each(value)
-    return [each(item) if type(item) is OnCluster else item for item in value]
+        self.on_release()
 
 
 class _Finish:

@@ -45,7 +45,14 @@ import distributed
 
 from daguerreo_actors._attempt import Attempt
 from daguerreo_actors._cache_reads import ReadTracker
-from daguerreo_actors._dask_ctx import GATHER_TIMEOUT, ClusterCtx, Entry, OnCluster, merge_entries
+from daguerreo_actors._dask_ctx import (
+    GATHER_TIMEOUT,
+    ClusterCtx,
+    Entry,
+    OnCluster,
+    Released,
+    merge_entries,
+)
 from daguerreo_actors._dask_events import publish, subscribe, unsubscribe
 from daguerreo_actors._pickling import call_remotely, pickle_result
 from daguerreo_actors._pool import shared_pool
@@ -59,7 +66,7 @@ if TYPE_CHECKING:
 class _DaskHandle:
     """The attempt's name (published as abandoned on cancel) and, once submitted, its future."""
 
-    __slots__ = ("arrived", "attempt", "future", "name", "report", "submitted", "tier")
+    __slots__ = ("arrived", "attempt", "future", "name", "payload", "report", "submitted", "tier")
 
     def __init__(self, tier: DaskTier, name: str, attempt: Attempt, report: Reporter) -> None:
         self.tier = tier
@@ -69,6 +76,7 @@ class _DaskHandle:
         self.future: Any = None
         #: The worker's event has reached the client (set on its event loop).
         self.arrived = threading.Event()
+        self.payload = b""
         #: ``future`` is set (the worker's event may come back before submit returns).
         self.submitted = threading.Event()
 
@@ -118,10 +126,13 @@ class DaskTier:
         self._created = False
         self._deleted = False
         self._outstanding = 0  # futures of the job not done yet
-        #: Attempts submitted and not reported yet, by name.
+        #: Attempts submitted and not reported yet, by name; every one submitted.
         self._running: dict[str, _DaskHandle] = {}
+        self._handles: list[_DaskHandle] = []
+        self._released = False
         self.cluster_ctx = ClusterCtx(client, gather=gather)
         self.cluster_ctx.future_of = _future_of
+        self.cluster_ctx.on_release = self._release
 
     @property
     def client(self) -> distributed.Client:
@@ -145,6 +156,7 @@ class DaskTier:
             # Registered before the submit: its event may come back first. No
             # lock held across it (the client's loop thread takes ours).
             self._running[name] = handle
+            self._handles.append(handle)
             handle.future = self._client.submit(
                 run_on_worker,
                 fn,
@@ -155,6 +167,9 @@ class DaskTier:
                 retries=0,
                 key=f"{_key(attempt.task)}-{attempt.number}-{uuid.uuid4().hex}",
             )
+        except Released:  # the job has ended: never starts
+            report.not_run(attempt)
+            return None
         except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
             handle.submitted.set()
             self._claim(name)
@@ -169,11 +184,15 @@ class DaskTier:
     # -- reports: the worker's event, or the future's end ------------------------
 
     def received(self, name: str, payload: bytes) -> None:
-        """The worker's event (on the client's event loop): hand it to a pool thread."""
+        """The worker's event (on the client's event loop): kept for the future's end.
+
+        Reported only once the future has finished: a worker lost between its
+        event and the task's end is the attempt's exception, not a success.
+        """
         handle = self._running.get(name)  # one read: no lock on the loop thread
         if handle is not None:
+            handle.payload = payload
             handle.arrived.set()
-            shared_pool().execute(_Event(self, name, payload))
 
     def _claim(self, name: str) -> _DaskHandle | None:
         """The one report of an attempt: the first to claim it makes it."""
@@ -198,7 +217,7 @@ class DaskTier:
             else:
                 fetched = values or {}
                 output = {
-                    key: fetched[key] if key in fetched else OnCluster(future, key) for key in keys
+                    key: fetched[key] if key in fetched else OnCluster(handle, key) for key in keys
                 }
         except BaseException as exc:  # noqa: BLE001 - unpickling, the fetch: the attempt's
             report.raised(attempt, exc)
@@ -206,40 +225,57 @@ class DaskTier:
         report.returned(attempt, output)
 
     def _done(self, handle: _DaskHandle, future: Any) -> None:
+        """The future's end (Dask's callback thread)."""
         self._future_done()
         status = future.status
         if status == "finished":
-            if not handle.arrived.is_set():
-                shared_pool().execute(_Quietly(lambda: self._fetch(handle)))
+            shared_pool().execute(_Quietly(lambda: self._finished(handle)))
             return
         claimed = self._claim(handle.name)
-        if claimed is None:
-            return
-        if status == "cancelled":
-            claimed.report.not_run(claimed.attempt)
-            return
-        try:
-            exc = future.exception()
-        except BaseException as error:  # noqa: BLE001 - a closing client, say
-            exc = error
-        claimed.report.raised(claimed.attempt, exc)
+        if claimed is not None:
+            if status == "cancelled":
+                claimed.report.not_run(claimed.attempt)
+            else:
+                try:
+                    exc = future.exception()
+                except BaseException as error:  # noqa: BLE001 - a closing client, say
+                    exc = error
+                claimed.report.raised(claimed.attempt, exc)
+        self._let_go(handle)
 
-    def _fetch(self, handle: _DaskHandle) -> None:
-        """Finished, and no event seen: wait for it a little, else fetch the value."""
+    def _finished(self, handle: _DaskHandle) -> None:
+        """Report from the worker's event; without one (it comes first, on the same
+        streams: never seen yet), wait a little, then fetch the value."""
         if handle.arrived.wait(FETCH_AFTER):
+            self._event(handle.name, handle.payload)
+            self._let_go(handle)
             return
         claimed = self._claim(handle.name)
-        if claimed is None:
-            return
-        try:
-            value = handle.future.result()
-        except BaseException as exc:  # noqa: BLE001 - in transit
-            claimed.report.raised(claimed.attempt, exc)
-            return
-        if value is NOT_RUN:
-            claimed.report.not_run(claimed.attempt)
-        else:
-            claimed.report.returned(claimed.attempt, value)
+        if claimed is not None:
+            try:
+                value = handle.future.result(timeout=GATHER_TIMEOUT)
+            except BaseException as exc:  # noqa: BLE001 - in transit
+                claimed.report.raised(claimed.attempt, exc)
+            else:
+                if value is NOT_RUN:
+                    claimed.report.not_run(claimed.attempt)
+                else:
+                    claimed.report.returned(claimed.attempt, value)
+        self._let_go(handle)
+
+    def _release(self) -> None:
+        """The job's end: let go of every finished attempt's future (its output)."""
+        with self._lock:
+            self._released = True
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            if handle.future is not None and handle.future.done():
+                handle.future = None
+
+    def _let_go(self, handle: _DaskHandle) -> None:
+        """An attempt that ended after the job's end (a straggler): its output goes."""
+        if self._released:
+            handle.future = None
 
     def _create(self) -> bool:
         """Set the variable before the job's first submit: one round trip per job.
@@ -332,18 +368,6 @@ def _future_of(attempt: Attempt) -> Any:
     return handle.future if type(handle) is _DaskHandle else None
 
 
-class _Event:
-    __slots__ = ("_name", "_payload", "_tier")
-
-    def __init__(self, tier: DaskTier, name: str, payload: bytes) -> None:
-        self._tier = tier
-        self._name = name
-        self._payload = payload
-
-    def run(self) -> None:
-        self._tier._event(self._name, self._payload)
-
-
 #: How long an event waits for the submit of its attempt to return (seconds).
 SUBMIT_WAIT = 60.0
 
@@ -381,12 +405,15 @@ def run_on_worker(
     result = call_remotely(fn, merge_entries(base, entries), is_active)
     # A clear error naming the key, not a bare PicklingError when Dask moves it.
     pickle_result(task, result)
-    if want is True or not isinstance(result, Mapping):
+    if (
+        want is True
+        or not isinstance(result, Mapping)
+        or (want and any(key in result for key in want))
+    ):
         # The client fetches the value: the event stays small (the scheduler
         # keeps the topic's last events).
         publish(job_id, name, "fetch")
         return result
     output = dict(result)
-    values = {key: output[key] for key in want if key in output} if want else None
-    publish(job_id, name, "ok", list(output), values)
+    publish(job_id, name, "ok", list(output))
     return output

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,17 +175,65 @@ def test_gather_false_leaves_a_future_per_key_written_on_the_cluster(client: Any
     assert result.ctx["v"].result(timeout=WAIT) == 2
 
 
-def test_a_mapped_task_on_the_cluster_gets_its_items_and_the_rest_stays_there(
+def test_a_mapped_task_on_the_cluster_gets_its_items_and_its_childrens_outputs_stay_there(
     client: Any,
 ) -> None:
+    from daguerreo_actors._dask_ctx import OnCluster
+
     tasks = [
         Task("items", tier_tasks.items),
         Task("doubled", tier_tasks.double_item, ["items"], map_over="items", map_as="item"),
     ]
-    result = d.run(tasks, executor=client).get(timeout=WAIT)
+    events: list[d.Event] = []
+    job = d.run(tasks, executor=client, listeners=[events.append])
+    result = job.get(timeout=WAIT)
+    assert job.wait_for_listeners(WAIT)
     assert result.ok, result.exception
-    assert result.ctx["doubled"] == [2, 4, 6]
-    assert result.ctx["other"] == b"not fetched"  # gathered at the end
+    assert result.ctx["doubled"] == [2, 4, 6]  # gathered at the end
+    assert result.ctx["other"] == b"not fetched"
+    children = [
+        e.result
+        for e in events
+        if isinstance(e, d.TaskEvent) and e.task.startswith("doubled[") and e.result
+    ]
+    assert len(children) == 3
+    assert all(type(output["doubled"]) is OnCluster for output in children)
+    assert "2" not in "".join(repr(output) for output in children)  # no value shown
+
+
+def test_gather_false_gives_one_future_for_a_mapped_tasks_collected_key(client: Any) -> None:
+    tasks = [
+        Task("items", tier_tasks.items),
+        Task("doubled", tier_tasks.double_item, ["items"], map_over="items", map_as="item"),
+    ]
+    result = d.run(tasks, executor=client, gather=False).get(timeout=WAIT)
+    assert result.ok, result.exception
+    assert isinstance(result.ctx["doubled"], distributed.Future)
+    assert result.ctx["doubled"].result(timeout=WAIT) == [2, 4, 6]
+
+
+def _ours(dask_scheduler: Any) -> list[str]:
+    return [str(key) for key in dask_scheduler.tasks]
+
+
+def test_after_a_job_the_cluster_holds_none_of_its_outputs_though_the_job_is_kept(
+    client: Any,
+) -> None:
+    import gc
+
+    gc.collect()
+    before = set(client.run_on_scheduler(_ours))
+    tasks = [Task(f"t{i}", tier_tasks.count_keys, [f"t{i - 1}"] if i else []) for i in range(40)]
+    job = d.run(tasks, ctx={"start": 0}, executor=client)
+    assert job.get(timeout=WAIT).ok
+    assert job.wait_stopped(WAIT)
+    deadline = time.monotonic() + 10
+    left = set(client.run_on_scheduler(_ours)) - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = set(client.run_on_scheduler(_ours)) - before
+    assert not left, sorted(left)[:5]
+    assert job.get(timeout=0).ok  # the job and its result are still held
 
 
 def test_a_task_on_threads_in_a_dask_job_reads_a_value_made_on_the_cluster(client: Any) -> None:
