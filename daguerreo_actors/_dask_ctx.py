@@ -19,10 +19,14 @@ for one made here (another tier, a cache hit, a mapped task's collection).
 A snapshot of ``m`` merges is then a *base* (a merged ``immutables.Map`` on
 the cluster, covering the first ``end`` entries) plus the entries from
 ``end`` to ``m``, passed as Dask dependencies: Dask moves them between
-workers, the client sends references. Once more than :data:`COMPACT`
-entries follow the newest base, a merge task makes a new one, so each
-submit carries at most that many references: client traffic per task is
-constant. Base 0 is the initial ctx (with a resumed job's restored
+workers, the client sends references. When a start would carry more than
+:data:`COMPACT` entries (or :data:`COMPACT_REFS` futures: a mapped task's
+collection references one per child), a merge task makes a new base
+first, so each submit carries a bounded number of references: client
+traffic per task is constant. At the job's end, ``JobResult.ctx`` is
+fetched (one task picks the values, one result) or left as futures, and
+every reference is dropped, the attempts' futures too: the cluster keeps
+nothing of the job's. Base 0 is the initial ctx (with a resumed job's restored
 outputs), sent once as a task of its own.
 """
 
