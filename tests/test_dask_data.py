@@ -98,8 +98,10 @@ class _Traffic:
 
 
 def _size(msg: Any, _serialize: Any) -> int:
-    """About how many bytes a received message held (its bytes-like parts)."""
+    """About how many bytes a received message held (its bytes and strings)."""
     if isinstance(msg, bytes | bytearray | memoryview):
+        return len(msg)
+    if isinstance(msg, str):
         return len(msg)
     if isinstance(msg, dict):
         return sum(_size(v, _serialize) for v in msg.values())
@@ -120,6 +122,7 @@ def test_a_100_mb_output_goes_from_task_to_task_on_the_cluster_and_never_to_the_
     # process, the job or the gather would have raised.
     assert isinstance(result.ctx["big"], distributed.Future)
     assert result.ctx["measured"].result(timeout=WAIT) == 100_000_000
+    print(f"100 MB job: client received {traffic.received} B, sent {traffic.sent} B")
     assert traffic.received < 5_000_000, traffic.received
     assert traffic.sent < 1_000_000, traffic.sent
     with pytest.raises(ValueError, match=r"[Ww]orker"):
