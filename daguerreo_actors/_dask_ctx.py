@@ -129,7 +129,7 @@ def _value(part: tuple[Any, ...]) -> Any:
     if part[0] == "v":
         return part[1]
     if part[0] == "f":
-        return part[1][part[2]]
+        return _output(part[1])[part[2]]
     return [_value(item) for item in part[1]]
 
 
@@ -140,12 +140,25 @@ def _held(value: Any) -> bool:
     )
 
 
+def _output(output: Any) -> Mapping[Any, Any]:
+    """An attempt's output on a worker; not a mapping when Dask remade it after
+    the job's end (the attempt read as abandoned and did not run)."""
+    if not isinstance(output, Mapping):
+        raise LookupError(
+            "an output kept on the cluster was lost with its worker and could not be made "
+            "again (its job has ended)"
+        )
+    return output
+
+
 def merge_entries(base: Any, entries: list[Entry] | tuple[Entry, ...]) -> immutables.Map[Any, Any]:
     """A snapshot from a base and the entries after it (on a worker)."""
     ctx: immutables.Map[Any, Any] = (
         base if isinstance(base, immutables.Map) else immutables.Map(base or ())
     )
     for kind, payload in entries:
+        if kind == "r":
+            payload = _output(payload)
         if kind == "m":
             payload = {key: _value(part) for key, part in payload.items()}
         if payload:

@@ -12,9 +12,8 @@ process's time (bench/DESIGN.md).
 One subscription per client (``subscribe_topic`` keeps one handler per
 topic), shared by that client's jobs: the handler runs on the client's
 event loop, finds the job's tier by id and gives it the event, which the
-tier keeps on the attempt's handle: the attempt is reported, on a pool
-thread, once its future has finished (``_tier_dask.py``). Events hold keys,
-never values: the scheduler keeps each topic's last events.
+tier reports on a pool thread (``_tier_dask.py``). Events hold keys, never
+values: the scheduler keeps each topic's last events.
 """
 
 from __future__ import annotations

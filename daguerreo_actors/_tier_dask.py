@@ -147,6 +147,7 @@ class DaskTier:
     ) -> Runnable | None:
         name = f"{attempt.node}-{attempt.number}"
         handle = _DaskHandle(self, name, attempt, report)
+        counted = False
         if isinstance(ctx, ReadTracker):
             ctx.everything = True  # read on the worker: its reads are not seen
         try:
@@ -160,6 +161,9 @@ class DaskTier:
             # Registered before the submit: its event may come back first. No
             # lock held across it (the client's loop thread takes ours).
             self._running[name] = handle
+            with self._lock:  # counted first: close() must not delete the variable under it
+                self._outstanding += 1
+            counted = True
             handle.future = self._client.submit(
                 run_on_worker,
                 fn,
@@ -176,10 +180,10 @@ class DaskTier:
         except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
             handle.submitted.set()
             self._claim(name)
+            if counted:
+                self._future_done()
             report.raised(attempt, exc)
             return None
-        with self._lock:
-            self._outstanding += 1
         handle.submitted.set()
         handle.future.add_done_callback(lambda future: self._done(handle, future))
         return None
@@ -215,13 +219,14 @@ class DaskTier:
             kind, keys, values = pickle.loads(payload)
             if kind == "not_run":
                 report.not_run(attempt)
+                self._let_go(handle, always=True)
                 return
             if not handle.submitted.wait(SUBMIT_WAIT):
                 raise TimeoutError(f"client.submit did not return in {SUBMIT_WAIT} s")
             future = handle.future
-            if kind == "fetch" or keys:  # its future holds an output: let go of it at the end
-                with self._lock:
-                    self._handles.append(handle)
+            holds = kind == "fetch" or bool(keys)  # its future holds an output
+            if holds:
+                self._hold(handle)
             if kind == "fetch":  # every value wanted here, or a value that is no mapping
                 output = future.result(timeout=GATHER_TIMEOUT)
             else:
@@ -231,19 +236,20 @@ class DaskTier:
                 }
         except BaseException as exc:  # noqa: BLE001 - unpickling, the fetch: the attempt's
             report.raised(attempt, exc)
+            self._let_go(handle, always=True)
             return
         report.returned(attempt, output)
+        # Nothing to keep (no keys), or the job ended meanwhile: the output goes.
+        self._let_go(handle, always=not holds)
 
     def _done(self, handle: _DaskHandle, future: Any) -> None:
         """The future's end (Dask's callback thread)."""
         self._future_done()
         status = future.status
         if status == "finished":
-            if handle.arrived.is_set():
-                self._let_go(handle)
-            else:
+            if not handle.arrived.is_set():
                 shared_pool().execute(_Quietly(lambda: self._finished(handle)))
-            return
+            return  # the event's report lets it go (_event)
         claimed = self._claim(handle.name)
         if claimed is not None:
             if status == "cancelled":
@@ -254,26 +260,28 @@ class DaskTier:
                 except BaseException as error:  # noqa: BLE001 - a closing client, say
                     exc = error
                 claimed.report.raised(claimed.attempt, exc)
-        self._let_go(handle)
+            self._let_go(handle, always=True)
 
     def _finished(self, handle: _DaskHandle) -> None:
         """Finished, and no event seen (it comes first, on the same streams):
         wait a little for it, then fetch the value."""
         if handle.arrived.wait(FETCH_AFTER):
-            self._event(handle.name, handle.payload)
-            self._let_go(handle)
-            return
+            return  # its report is on its way (_event)
         claimed = self._claim(handle.name)
-        if claimed is not None:
-            try:
-                value = handle.future.result(timeout=GATHER_TIMEOUT)
-            except BaseException as exc:  # noqa: BLE001 - in transit
-                claimed.report.raised(claimed.attempt, exc)
-            else:
-                if value is NOT_RUN:
-                    claimed.report.not_run(claimed.attempt)
-                else:
-                    claimed.report.returned(claimed.attempt, value)
+        if claimed is None:
+            return
+        try:
+            value = handle.future.result(timeout=GATHER_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - in transit
+            claimed.report.raised(claimed.attempt, exc)
+            self._let_go(handle, always=True)
+            return
+        if value is NOT_RUN:
+            claimed.report.not_run(claimed.attempt)
+            self._let_go(handle, always=True)
+            return
+        self._hold(handle)  # the ctx log refers to its future
+        claimed.report.returned(claimed.attempt, value)
         self._let_go(handle)
 
     def _release(self) -> None:
@@ -285,10 +293,18 @@ class DaskTier:
             if handle.future is not None and handle.future.done():
                 handle.future = None
 
-    def _let_go(self, handle: _DaskHandle) -> None:
-        """An attempt that ended after the job's end (a straggler): its output goes."""
-        if self._released:
-            handle.future = None
+    def _hold(self, handle: _DaskHandle) -> None:
+        """Its future holds an output the job may read: let go of it at the end."""
+        with self._lock:
+            if not self._released:
+                self._handles.append(handle)
+
+    def _let_go(self, handle: _DaskHandle, *, always: bool = False) -> None:
+        """After its report: drop the future if nothing is to be read from it, or
+        the job has ended (a straggler's output goes)."""
+        with self._lock:
+            if always or self._released:
+                handle.future = None
 
     def _create(self) -> bool:
         """Set the variable before the job's first submit: one round trip per job.

@@ -10,6 +10,7 @@ uninterrupted run's. The finished job's ctx goes to RESULT as JSON.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -68,7 +69,11 @@ def main(journal: str, side: str, result: str, run: int, mode: str) -> None:
             job = d.resume(dag(), job_id=last, **options)
     outcome = job.get(timeout=60)
     job.wait_for_listeners(timeout=10)
-    Path(result).write_text(json.dumps({"state": outcome.state.value, "ctx": values(outcome.ctx)}))
+    # Written whole or not at all: a kill -9 between creating the file and
+    # writing it left an empty file, which the test read as the outcome.
+    partial = Path(result + ".partial")
+    partial.write_text(json.dumps({"state": outcome.state.value, "ctx": values(outcome.ctx)}))
+    os.replace(partial, result)
 
 
 if __name__ == "__main__":
