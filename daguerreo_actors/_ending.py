@@ -14,7 +14,7 @@ built, the Job resolves FAILED with an :class:`InternalError`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +70,7 @@ class Ending(CommitSide):
         resolve = self.job._resolve
         finish = getattr(self._ctx_log, "finish", None)
         if finish is not None:  # on a pool thread: fetch the ctx's values from the cluster
-            resolve = functools.partial(finish, then=resolve)
+            resolve = functools.partial(_finish_then_resolve, finish, resolve)
         if journal is None:
             self._step("job.resolve", lambda: resolve(result))
         else:
@@ -176,3 +176,15 @@ class Ending(CommitSide):
         except BaseException:  # noqa: BLE001 - the bookkeeping itself is broken
             self._resolved = False
             self._resolve(forced=error)
+
+
+def _finish_then_resolve(
+    finish: Callable[..., None], resolve: Callable[[JobResult], None], result: JobResult
+) -> None:
+    """``finish`` resolves the job when it is done; if it cannot even start, resolve
+    now (a job is never left unresolved; resolving twice is a no-op)."""
+    try:
+        finish(result, then=resolve)
+    except BaseException:
+        resolve(result)
+        raise

@@ -212,3 +212,16 @@ def test_the_workers_event_reports_keys_with_placeholders_and_the_end_adds_nothi
     assert output["b"] == 2  # asked for (a mapped task's input)
     assert type(output["a"]) is OnCluster
     assert output["a"].future is handle.future
+
+
+def test_a_job_whose_end_of_cluster_work_cannot_start_is_resolved_anyway() -> None:
+    from daguerreo_actors._ending import _finish_then_resolve
+
+    resolved: list[object] = []
+
+    def broken_finish(result: object, *, then: object) -> None:
+        raise RuntimeError("the pool is gone")
+
+    with pytest.raises(RuntimeError, match="pool is gone"):  # logged by the resolve step
+        _finish_then_resolve(broken_finish, resolved.append, "the result")  # type: ignore[arg-type]
+    assert resolved == ["the result"]
