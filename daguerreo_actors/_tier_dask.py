@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 class _DaskHandle:
     """The attempt's name (published as abandoned on cancel) and, once submitted, its future."""
 
-    __slots__ = ("arrived", "attempt", "future", "name", "payload", "report", "submitted", "tier")
+    __slots__ = ("arrived", "attempt", "future", "name", "report", "submitted", "tier")
 
     def __init__(self, tier: DaskTier, name: str, attempt: Attempt, report: Reporter) -> None:
         self.tier = tier
@@ -80,7 +80,6 @@ class _DaskHandle:
         self.future: Any = None
         #: The worker's event has reached the client (set on its event loop).
         self.arrived = threading.Event()
-        self.payload = b""
         #: ``future`` is set (the worker's event may come back before submit returns).
         self.submitted = threading.Event()
 
@@ -119,7 +118,6 @@ class DaskTier:
         self._job_id = job_id
         #: Which output values come back to the client: all, these keys, none.
         self._want = want
-        self.gather = gather
         #: The cluster variable holding the names of abandoned attempts.
         self._variable = f"daguerreo-{job_id}-abandoned"
         self._lock = threading.Lock()
@@ -130,8 +128,9 @@ class DaskTier:
         self._created = False
         self._deleted = False
         self._outstanding = 0  # futures of the job not done yet
-        #: Attempts submitted and not reported yet, by name; every one submitted.
+        #: Attempts submitted and not reported yet, by name.
         self._running: dict[str, _DaskHandle] = {}
+        #: Reported attempts whose futures hold an output: let go at the end.
         self._handles: list[_DaskHandle] = []
         self._released = False
         self.cluster_ctx = ClusterCtx(client, gather=gather)
@@ -201,7 +200,6 @@ class DaskTier:
         """
         handle = self._running.get(name)  # one read: no lock on the loop thread
         if handle is not None:
-            handle.payload = payload
             handle.arrived.set()
             shared_pool().execute(_Quietly(lambda: self._event(name, payload)))
 

@@ -26,6 +26,7 @@ report; :data:`NOT_RUN` the one marker of an attempt that never ran.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
@@ -197,7 +198,7 @@ def tier_for(
     *,
     interrupt: bool = False,
     virtual: bool = False,
-    dask: dict[str, Any] | None = None,
+    dask: Callable[[], dict[str, Any]] | None = None,
 ) -> Tier:
     """The tier of an ``executor`` (None: the engine's own pool threads).
 
@@ -221,7 +222,7 @@ def tier_for(
                 "running on a dask cluster needs the dask extra: "
                 "pip install 'daguerreo-actors[dask]'"
             ) from exc
-        return DaskTier(cast(Any, executor), job_id, **(dask or {}))
+        return DaskTier(cast(Any, executor), job_id, **(dask() if dask is not None else {}))
     # Imported only for this check: concurrent.futures.process pulls in
     # multiprocessing (about 10 ms).
     from concurrent.futures import ProcessPoolExecutor
@@ -248,7 +249,8 @@ def tiers_for(
     """
     made: dict[tuple[int, bool], Tier] = {}
     nodes = len(tasks) + options.max_map * sum(1 for task in tasks if task.map_over is not None)
-    dask = _dask_settings(tasks, executor, options)
+    # Made only for a job on Dask: it reads every task.
+    dask = functools.partial(_dask_settings, tasks, executor, options)
     tiers = []
     for task in tasks:
         if is_async(task.fn):
@@ -310,9 +312,10 @@ def placement_errors(tasks: Sequence[Task], executor: object, *, virtual: bool) 
         chosen = task.executor if task.executor is not None else executor
         if chosen is None:
             continue
-        if is_dask_client(chosen):
-            first_client = chosen if first_client is None else first_client
-        if is_dask_client(chosen) and chosen is not first_client:
+        on_dask = is_dask_client(chosen)
+        if on_dask and first_client is None:
+            first_client = chosen
+        if on_dask and chosen is not first_client:
             errors.append(
                 TaskError(
                     "invalid-field",
